@@ -1,0 +1,156 @@
+"""`dari bench`: argument parsing, the run, and the output (a rich table, or one JSON object)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import msgspec
+
+DESCRIPTION = """Run bounded load scenarios against a fresh local `dari serve` (one per scenario, on a temporary
+data dir, cheap argon2 and raised rate limits) or against --server URL, and print the figures."""
+
+
+def register(sub: Any) -> None:
+    from dari.bench.scenarios import SCENARIOS
+
+    p = sub.add_parser("bench", help="measure throughput, latency, connections and resumes",
+                       description=DESCRIPTION)
+    p.add_argument("--scenario", action="append", choices=list(SCENARIOS), dest="scenarios", metavar="NAME",
+                   help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}")
+    p.add_argument("--duration", type=float, help="seconds of measured load per timed scenario"
+                   " (default 10 for dm-latency, 20 for dm-throughput and group-fanout)")
+    p.add_argument("--users", type=int, help="users for dm-throughput and reconnect-storm (default 1000); "
+                   "group-fanout makes users/50 groups; accounts behind idle-connections")
+    p.add_argument("--connections", type=int, help="idle-connections: how many (default 10000)")
+    p.add_argument("--window", type=int, default=1, help="messages in flight per sender (default 1)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="offered messages/s over all senders (default 0: as fast as the window allows)")
+    p.add_argument("--quick", action="store_true", help="small, few-second versions of every scenario (CI)")
+    p.add_argument("--server", metavar="URL", help="bench a running server instead of starting one")
+    p.add_argument("--server-pid", type=int, help="with --server: its PID, to report its CPU and memory")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("suite", nargs="?", choices=["failover", "detect"],
+                   help="failover: time from a route cut (reset or blackhole) to the first message through the"
+                        " next route, over --cuts repeated cuts; detect (root): in the censorship lab, time from a"
+                        " block to the first message through a fallback and to the incident opening")
+    p.add_argument("--runs", type=int, default=1, help="detect: runs per scenario (default 1)")
+    p.add_argument("--lab-scenario", action="append", dest="lab_scenarios", metavar="NAME",
+                   help="detect: only this lab scenario (repeatable)")
+    p.add_argument("--cuts", type=int, default=10, help="failover: how many cuts of each kind (default 10)")
+    p.set_defaults(func=_main)
+
+
+def _failover(args: argparse.Namespace) -> int:
+    from dari.bench.failover import run_failover
+    from dari.bench.machine import machine_info
+
+    report = asyncio.run(run_failover(cuts=max(1, 3 if args.quick else args.cuts), server_url=args.server))
+    report["machine"] = machine_info()
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="dari bench failover: route cut -> first message through the next route")
+        for col in ("cut", "cuts", "p50 ms", "p99 ms", "max ms", "lost", "duplicated", "stall s"):
+            table.add_column(col, justify="right" if col != "cut" else "left")
+        for r in report["scenarios"].values():
+            table.add_row(r["mode"], str(r["cuts"]), _fmt(r["p50_ms"]), _fmt(r["p99_ms"]), _fmt(r["max_ms"]),
+                          str(r["lost"]), str(r["duplicated"]), _fmt(r["stall_s"]))
+        Console().print(table)
+    return 0 if all(r["lost"] == 0 and r["duplicated"] == 0 for r in report["scenarios"].values()) else 1
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from dari.bench.detect import run_detect
+    from dari.bench.machine import machine_info
+    from dari.lab.netns import missing_features
+
+    missing = missing_features()
+    if missing:
+        print("dari bench detect needs the censorship lab (root, netns, nftables, tc): " + "; ".join(missing),
+              file=sys.stderr)
+        return 2
+    report = asyncio.run(run_detect(args.lab_scenarios, max(1, args.runs)))
+    report["machine"] = machine_info()
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="dari bench detect: block start -> fallback delivery and incident (p50)")
+        for col in ("scenario", "runs", "first message via fallback s", "incident opened s", "fallback route"):
+            table.add_column(col, justify="left" if col in ("scenario", "fallback route") else "right")
+        for name, r in report["scenarios"].items():
+            table.add_row(name, str(r["runs"]), _fmt(r["fallback_p50_s"]), _fmt(r["incident_p50_s"]),
+                          str(r["fallback_route"]))
+        Console().print(table)
+    return 0
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.suite == "failover":
+        return _failover(args)
+    if args.suite == "detect":
+        return _detect(args)
+    from dari.bench.machine import machine_info
+    from dari.bench.runner import Config, run_bench
+    from dari.bench.scenarios import SCENARIOS
+
+    cfg = Config(scenarios=args.scenarios or list(SCENARIOS), quick=args.quick, duration=args.duration,
+                 users=args.users, connections=args.connections, window=max(1, args.window),
+                 rate=max(0.0, args.rate), server=args.server, server_pid=args.server_pid)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    results = asyncio.run(run_bench(cfg, SCENARIOS))
+    report = {"scenarios": results, "machine": machine_info(),
+              "options": {"quick": cfg.quick, "duration": cfg.duration, "users": cfg.users,
+                          "connections": cfg.connections, "window": cfg.window, "rate": cfg.rate,
+                          "server": cfg.server or "local"}}
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        _table(results)
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value >= 100 else f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _table(results: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [("messages/s (durable acks)", "messages_per_s"), ("deliveries/s", "deliveries_per_s"),
+            ("resumes/s", "resumes_per_s"), ("connections", "connections"),
+            ("server RSS KB / connection", "rss_kb_per_connection"), ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"),
+            ("ack p50 ms", "ack_p50_ms"), ("ack p99 ms", "ack_p99_ms"), ("lost", "lost"),
+            ("duplicated", "duplicated"), ("server CPU %", "server_cpu_pct"), ("server RSS MB", "server_rss_mb"),
+            ("load generator CPU %", "client_cpu_pct")]
+    table = Table(title="dari bench")
+    table.add_column("figure")
+    for name in results:
+        table.add_column(name, justify="right")
+    for title, key in rows:
+        table.add_row(title, *(_fmt(r.get(key)) for r in results.values()))
+    console = Console()
+    console.print(table)
+    for name, r in results.items():
+        if "error" in r:
+            console.print(f"[red]{name}: {r['error']}[/red]")
+    console.print("p50/p99: send→deliver; for reconnect-storm, connect→live with full catch-up."
+                  " CPU % is of one core. --json shows every figure.")

@@ -1,0 +1,261 @@
+"""The lean client side: raw aiohttp WebSockets, pre-encoded request frames, msgspec decoding.
+
+The SDK (dari.client.Client) does more per frame than a load generator can afford (an event queue,
+outbox, reconnect logic); here a connection is a socket, a reader task and a dict of pending ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+
+PASSWORD = "bench-password-1"
+
+
+class BenchError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class ErrorInfo(msgspec.Struct):
+    code: str = "?"
+    message: str = ""
+
+
+class ServerFrame(msgspec.Struct):
+    """Any frame from the server: a response (id, result | error) or an event (event, payload, cursor)."""
+
+    id: int | str | None = None
+    result: msgspec.Raw = msgspec.Raw()
+    error: ErrorInfo | None = None
+    event: str | None = None
+    payload: msgspec.Raw = msgspec.Raw()
+    cursor: int | None = None
+
+
+class MsgRef(msgspec.Struct):
+    """The fields of a message.send result or a message.new payload that the bench checks."""
+
+    chat_id: int
+    seq: int
+    sender_id: int = 0
+    client_id: str = ""
+
+
+class OpenResult(msgspec.Struct):
+    cursor: int
+
+
+_frame = msgspec.json.Decoder(ServerFrame).decode
+msg_ref = msgspec.json.Decoder(MsgRef).decode
+_open_result = msgspec.json.Decoder(OpenResult).decode
+_encode = msgspec.json.Encoder().encode
+_SEND = b'{"id":%d,"method":"message.send","params":{"chat_id":%d,"client_id":"%s","text":"%s"}}'
+
+
+@dataclass
+class User:
+    index: int
+    user_id: int
+    token: str
+    handle: str
+
+
+class Conn:
+    """One authenticated realtime connection of one user, with what it received (for lost/duplicated)."""
+
+    def __init__(self, index: int, user: User) -> None:
+        self.index = index
+        self.user = user
+        self.ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self.cursor: int | None = None
+        self.received: dict[int, bytearray] = {}   # chat_id -> one byte per seq: how often it arrived
+        self.duplicates = 0
+        self.replayed = 0
+        self.unexpected_closes = 0
+        self.on_message: Callable[[Conn, MsgRef, float], None] | None = None
+        self._pending: dict[int, asyncio.Future[msgspec.Raw]] = {}
+        self._ids = 0
+        self._live = asyncio.Event()
+        self._replaying = False
+        self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+
+    # -- connecting ---------------------------------------------------------------------------
+    async def open(self, http: aiohttp.ClientSession, ws_url: str, *, resume: bool = False) -> None:
+        """Connect, session.open (resuming from our cursor if asked) and wait for session.live."""
+        self._closing = False
+        self._live.clear()
+        ws = await http.ws_connect(ws_url, autoping=True, heartbeat=None, compress=0, max_msg_size=0,
+                                   decode_text=False)
+        self.ws = ws
+        self._reader = asyncio.create_task(self._read(ws))
+        params: dict[str, Any] = {"token": self.user.token}
+        if resume and self.cursor is not None:
+            params["cursor"] = self.cursor
+        self._replaying = resume
+        raw = await self.call("session.open", params)
+        if not resume or self.cursor is None:
+            self.cursor = _open_result(raw).cursor
+        await self._live.wait()
+        self._replaying = False
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await self._reader
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    # -- requests -----------------------------------------------------------------------------
+    def _next(self) -> tuple[int, asyncio.Future[msgspec.Raw]]:
+        self._ids += 1
+        fut: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
+        self._pending[self._ids] = fut
+        return self._ids, fut
+
+    async def call(self, method: str, params: dict[str, Any]) -> msgspec.Raw:
+        if self.ws is None or self.ws.closed:
+            raise ConnectionError("not connected")
+        rid, fut = self._next()
+        await self.ws.send_frame(_encode({"id": rid, "method": method, "params": params}), aiohttp.WSMsgType.TEXT)
+        return await fut
+
+    async def send_message(self, chat_id: int, client_id: str, text: bytes) -> MsgRef:
+        """The hot path: one pre-formatted frame, one future, the ack decoded into a MsgRef."""
+        ws = self.ws
+        if ws is None or ws.closed:
+            raise ConnectionError("not connected")
+        rid, fut = self._next()
+        await ws.send_frame(_SEND % (rid, chat_id, client_id.encode(), text), aiohttp.WSMsgType.TEXT)
+        return msg_ref(await fut)
+
+    # -- receiving ----------------------------------------------------------------------------
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
+        pending = self._pending
+        received = self.received
+        try:
+            async for msg in ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT and msg.type is not aiohttp.WSMsgType.BINARY:
+                    break
+                now = time.perf_counter()
+                f = _frame(msg.data)
+                if f.event is not None:
+                    if f.cursor is not None:
+                        self.cursor = f.cursor
+                    if f.event == "message.new":
+                        ref = msg_ref(f.payload)
+                        seen = received.get(ref.chat_id)
+                        if seen is None:
+                            seen = received[ref.chat_id] = bytearray(max(64, ref.seq * 2))
+                        elif ref.seq >= len(seen):
+                            seen.extend(bytes(max(ref.seq + 1 - len(seen), len(seen))))
+                        if seen[ref.seq]:
+                            self.duplicates += 1
+                        else:
+                            seen[ref.seq] = 1
+                        if self._replaying:
+                            self.replayed += 1
+                        if self.on_message is not None:
+                            self.on_message(self, ref, now)
+                    elif f.event == "session.live":
+                        self._live.set()
+                    continue
+                fut = pending.pop(f.id, None) if isinstance(f.id, int) else None
+                if fut is None or fut.done():
+                    continue
+                if f.error is not None:
+                    fut.set_exception(BenchError(f.error.code, f.error.message))
+                else:
+                    fut.set_result(f.result)
+        finally:
+            if not self._closing:
+                self.unexpected_closes += 1
+            err = ConnectionError(f"connection closed (code {ws.close_code})")
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            pending.clear()
+            if not self._live.is_set():
+                self._live.set()  # wake open(); it sees the failed session.open future anyway
+
+    def got(self, chat_id: int, seq: int) -> int:
+        seen = self.received.get(chat_id)
+        return seen[seq] if seen is not None and seq < len(seen) else 0
+
+
+# -- REST, for account setup and for sends while a user is offline -------------------------------
+async def rest(http: aiohttp.ClientSession, base: str, method: str, params: dict[str, Any],
+               token: str | None = None, retries: int = 50) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    for _ in range(retries):
+        async with http.post(f"{base}/api/v1/{method}", data=_encode(params), headers=headers) as resp:
+            body = msgspec.json.decode(await resp.read())
+        if body.get("error"):
+            err = body["error"]
+            if err.get("code") in ("rate_limited", "unavailable"):
+                await asyncio.sleep(0.2)
+                continue
+            raise BenchError(err.get("code", "?"), err.get("message", ""))
+        return body["result"]
+    raise BenchError("rate_limited", f"{method}: still limited after {retries} tries")
+
+
+async def gather_limited(n: int, limit: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(0..n-1) with at most `limit` at once; results in order."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(i: int) -> Any:
+        async with sem:
+            return await fn(i)
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def signup_many(http: aiohttp.ClientSession, base: str, n: int, prefix: str,
+                      limit: int = 16) -> list[User]:
+    async def one(i: int) -> User:
+        handle = f"{prefix}{i}"
+        res = await rest(http, base, "account.signup", {"handle": handle, "display_name": f"bench {i}",
+                                                         "password": PASSWORD, "device_name": "bench"})
+        return User(i, int(res["user"]["user_id"]), str(res["token"]), handle)
+
+    return await gather_limited(n, limit, one)
+
+
+async def open_direct(http: aiohttp.ClientSession, base: str, a: User, b: User) -> int:
+    res = await rest(http, base, "chat.open_direct", {"user_id": b.user_id}, a.token)
+    return int(res["chat_id"])
+
+
+async def create_group(http: aiohttp.ClientSession, base: str, owner: User, members: list[User],
+                       title: str) -> int:
+    res = await rest(http, base, "chat.create_group",
+                     {"title": title, "member_ids": [u.user_id for u in members if u is not owner]}, owner.token)
+    return int(res["chat_id"])
+
+
+async def connect_all(http: aiohttp.ClientSession, ws_url: str, conns: list[Conn], *, resume: bool = False,
+                      limit: int = 200) -> list[float]:
+    """Open every connection (at most `limit` handshakes at once); seconds each took to go live."""
+    async def one(i: int) -> float:
+        t0 = time.perf_counter()
+        await conns[i].open(http, ws_url, resume=resume)
+        return time.perf_counter() - t0
+
+    return await gather_limited(len(conns), limit, one)
+
+
+async def close_all(conns: list[Conn]) -> None:
+    await asyncio.gather(*(c.close() for c in conns if c.ws is not None), return_exceptions=True)

@@ -1,0 +1,389 @@
+"""The person-at-a-terminal commands: account, device, friend, search, status, outbox, watch.
+
+Chat and message commands live in chat_commands.py, the interactive chat in chat_tui.py.
+`dari.cli.main` imports this module and calls `register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from typing import Any
+
+from rich.text import Text
+
+from dari.cli import chat_commands
+from dari.cli.profile import ProfileError
+from dari.cli.render import clean, event_line, simple_table, when
+from dari.cli.runtime import (
+    CALL_TIMEOUT,
+    Command,
+    Ctx,
+    chat_ref,
+    check_handle,
+    common_options,
+    read_secret,
+    report_outbox_events,
+    run,
+    user_ref,
+)
+from dari.protocol.errors import DariError, ErrorCode
+
+
+def _device_name(args: argparse.Namespace) -> str:
+    return str(args.device or f"cli@{socket.gethostname()}")[:64]
+
+
+def _password(prompt: str, env: str, *, confirm: bool = False) -> str:
+    pw = read_secret(prompt, env, confirm=confirm)
+    if len(pw) < 8:
+        raise DariError(ErrorCode.INVALID_PARAMS, "a password has at least 8 characters")
+    return pw
+
+
+# -- account -------------------------------------------------------------------------------------
+async def _log_in(ctx: Ctx, signup: bool) -> int:
+    a, prof = ctx.args, ctx.profile
+    handle = check_handle(a.handle)
+    if prof.token is not None:
+        raise ProfileError("conflict", f"profile {prof.name!r} is already logged in as @{prof.handle};"
+                           " log out first or use another --profile")
+    password = _password("password: ", "DARI_PASSWORD", confirm=signup)
+    device = _device_name(a)
+    from dari.client import Client
+
+    c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT)
+    ctx.client = c
+    if signup:
+        res = await c.signup(handle, a.name or handle, password, device_name=device, phone=a.phone)
+    else:
+        res = await c.login(handle, password, device_name=device)
+    prof.adopt(res, device)
+    prof.cursor = c.cursor   # `dari watch` starts from the moment of login
+    prof.save()
+    ctx.emit({"user": res["user"], "device_id": res["device_id"], "profile": prof.name, "server": prof.server},
+             lambda: ctx.out.print(Text(f"{'signed up' if signup else 'logged in'} as "
+                                        f"{clean(res['user']['display_name'])} (@{res['user']['handle']}),"
+                                        f" device {res['device_id']} ({device}), profile {prof.name}")))
+    return 0
+
+
+async def signup(ctx: Ctx) -> int:
+    return await _log_in(ctx, True)
+
+
+async def login(ctx: Ctx) -> int:
+    return await _log_in(ctx, False)
+
+
+async def logout(ctx: Ctx) -> None:
+    await ctx.call("device.logout")
+    ctx.profile.clear_login()
+    ctx.out.print(f"logged out of profile {ctx.profile.name}", markup=False)
+
+
+def _print_me(ctx: Ctx, me: dict[str, Any]) -> None:
+    ctx.emit(me, lambda: ctx.out.print(Text.assemble(
+        (clean(me["display_name"]), "bold"), f" @{me['handle']} (user {me['user_id']})\n",
+        f"status: {clean(me.get('status_message') or '-')}\n",
+        f"presence visible to: {me.get('presence_visibility')}   phone: {'set' if me.get('has_phone') else 'none'}"
+        f"\nprofile {ctx.profile.name}, device {ctx.profile.device_id}, server {ctx.profile.server}")))
+
+
+async def me(ctx: Ctx) -> None:
+    _print_me(ctx, await ctx.call("account.me"))
+
+
+async def profile_cmd(ctx: Ctx) -> None:
+    a = ctx.args
+    if a.name is None and a.status is None:
+        _print_me(ctx, await ctx.call("account.me"))
+        return
+    res = await ctx.call("account.update_profile", display_name=a.name, status_message=a.status)
+    ctx.profile.display_name = res["display_name"]
+    ctx.profile.save()
+    _print_me(ctx, res)
+
+
+async def password(ctx: Ctx) -> None:
+    old = _password("current password: ", "DARI_PASSWORD")
+    new = _password("new password: ", "DARI_NEW_PASSWORD", confirm=True)
+    await ctx.call("account.change_password", old_password=old, new_password=new)
+    ctx.out.print("password changed; your other devices stay logged in", markup=False)
+
+
+async def privacy(ctx: Ctx) -> None:
+    _print_me(ctx, await ctx.call("account.set_privacy", presence_visibility=ctx.args.visibility))
+
+
+async def phone(ctx: Ctx) -> None:
+    c = await ctx.connect()
+    if ctx.args.clear:
+        res = await c.call("account.set_phone", phone_hash=None)
+    elif ctx.args.number:
+        # Only a keyed hash leaves this machine, never the number (issue 2).
+        (h,) = await c.contact_hashes([ctx.args.number])
+        res = await c.call("account.set_phone", phone_hash=h)
+    else:
+        raise DariError(ErrorCode.INVALID_PARAMS, "give a phone number or --clear")
+    _print_me(ctx, res)
+
+
+async def delete(ctx: Ctx) -> None:
+    if not ctx.args.yes:
+        raise DariError(ErrorCode.INVALID_PARAMS, "this deletes your account for good; repeat with --yes")
+    pw = _password("password: ", "DARI_PASSWORD")
+    await ctx.call("account.delete", password=pw)
+    ctx.profile.clear_login()
+    ctx.out.print("account deleted", markup=False)
+
+
+# -- devices -------------------------------------------------------------------------------------
+async def device_list(ctx: Ctx) -> None:
+    devices = await ctx.call("device.list")
+    ctx.emit(devices, lambda: ctx.out.print(simple_table(
+        ["id", "name", "", "online", "last seen"],
+        [[d["device_id"], d["name"], "this device" if d.get("current") else "", "yes" if d.get("online") else "",
+          when(d.get("last_seen_at"))] for d in devices])))
+
+
+async def device_revoke(ctx: Ctx) -> None:
+    await ctx.call("device.revoke", device_id=ctx.args.device_id)
+    if ctx.args.device_id == ctx.profile.device_id:
+        ctx.profile.clear_login()
+    ctx.out.print(f"device {ctx.args.device_id} logged out", markup=False)
+
+
+async def device_approve(ctx: Ctx) -> None:
+    res = await ctx.call("device.link_approve", code=ctx.args.code)
+    ctx.out.print(f"device {res['device_id']} ({res['name']}) is now logged in to your account", markup=False)
+
+
+# -- friends -------------------------------------------------------------------------------------
+def _friend_rows(friends: list[dict[str, Any]]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for f in friends:
+        u = f["user"]
+        marks = " ".join(m for m, on in (("★", f.get("favourite")), ("hidden", f.get("hidden")),
+                                         ("mutual", f.get("mutual"))) if on)
+        rows.append([u["user_id"], "@" + u["handle"], u["display_name"], marks, u.get("status_message", "")])
+    return rows
+
+
+async def friend_add(ctx: Ctx) -> None:
+    f = await ctx.call("friend.add", handle=check_handle(ctx.args.handle))
+    ctx.emit(f, lambda: ctx.out.print(Text(f"added {clean(f['user']['display_name'])} (@{f['user']['handle']})"
+                                           + (" — you are friends both ways" if f.get("mutual") else ""))))
+
+
+async def friend_list(ctx: Ctx) -> None:
+    friends = [f for f in await ctx.call("friend.list") if ctx.args.all or not f.get("hidden")]
+    ctx.emit(friends, lambda: ctx.out.print(
+        simple_table(["id", "handle", "name", "", "status"], _friend_rows(friends))))
+
+
+async def _friend_user_call(ctx: Ctx, method: str, verb: str, **extra: Any) -> None:
+    user = await user_ref(ctx, ctx.args.handle)
+    res = await ctx.call(method, user_id=user["user_id"], **extra)
+    ctx.emit(res, lambda: ctx.out.print(Text(f"{verb} {clean(user['display_name'])} (@{user['handle']})")))
+
+
+async def friend_remove(ctx: Ctx) -> None:
+    await _friend_user_call(ctx, "friend.remove", "removed")
+
+
+async def friend_block(ctx: Ctx) -> None:
+    await _friend_user_call(ctx, "friend.block", "blocked")
+
+
+async def friend_unblock(ctx: Ctx) -> None:
+    await _friend_user_call(ctx, "friend.unblock", "unblocked")
+
+
+async def friend_favourite(ctx: Ctx) -> None:
+    on = not ctx.args.off
+    await _friend_user_call(ctx, "friend.update", "favourite:" if on else "no longer favourite:", favourite=on)
+
+
+async def friend_hide(ctx: Ctx) -> None:
+    on = not ctx.args.off
+    await _friend_user_call(ctx, "friend.update", "hidden:" if on else "shown again:", hidden=on)
+
+
+async def friend_blocked(ctx: Ctx) -> None:
+    users = await ctx.call("friend.blocked")
+    ctx.emit(users, lambda: ctx.out.print(simple_table(
+        ["id", "handle", "name"], [[u["user_id"], "@" + u["handle"], u["display_name"]] for u in users])))
+
+
+async def friend_find(ctx: Ctx) -> None:
+    c = await ctx.connect()
+    hashes = await c.contact_hashes(ctx.args.phones)
+    users = await c.call("friend.find_by_contacts", phone_hashes=hashes)
+    ctx.emit(users, lambda: ctx.out.print(simple_table(
+        ["id", "handle", "name"], [[u["user_id"], "@" + u["handle"], u["display_name"]] for u in users])
+        if users else "nobody found"))
+
+
+# -- search, status, outbox, watch ----------------------------------------------------------------
+async def search(ctx: Ctx) -> None:
+    a = ctx.args
+    chat_id = await chat_ref(ctx, a.chat) if a.chat else None
+    hits = await ctx.call("message.search", query=a.query, chat_id=chat_id, limit=a.limit)
+    ctx.emit(hits, lambda: ctx.out.print(simple_table(
+        ["chat", "", "msg", "when", "text"],
+        [[h["chat_id"], h["chat_title"], f"#{h['seq']}", when(h["created_at"]), h["text"]] for h in hits])
+        if hits else "no matches"))
+
+
+async def status(ctx: Ctx) -> int:
+    prof = ctx.profile
+    info: dict[str, Any] = {"profile": prof.name, "path": str(prof.path), "server": prof.server,
+                            "user": None, "device_id": prof.device_id, "connection": "not logged in",
+                            "server_version": None, "outbox_pending": 0, "outbox_failed": 0, "cursor": prof.cursor}
+    from dari.client import Outbox
+
+    if prof.has_outbox():
+        box = Outbox(prof.outbox_path)
+        info["outbox_pending"], info["outbox_failed"] = len(box), len(box.failed())
+        box.close()
+    if prof.token is not None:
+        c = await ctx.connect(require_online=False)
+        info["connection"] = c.state
+        info["route"] = "websocket"
+        if c.state == "online":
+            server_info = await c.call("server.info")
+            info["server_version"] = server_info["version"]
+            info["user"] = c.user
+    ctx.emit(info, lambda: ctx.out.print(Text("\n".join(f"{k:>15}: {clean(v)}" for k, v in info.items()
+                                                        if k not in ("user",)) +
+                                              (f"\n{'user':>15}: {clean(info['user']['display_name'])} "
+                                               f"@{info['user']['handle']}" if info["user"] else ""))))
+    return 0 if info["connection"] in ("online", "not logged in") else 1
+
+
+async def outbox_list(ctx: Ctx) -> None:
+    from dari.client import Outbox
+
+    # Reads the file only: the point is to look at the outbox while the server is unreachable.
+    box = Outbox(ctx.profile.outbox_path)
+    try:
+        pending: list[dict[str, Any]] = [
+            {"client_id": p.client_id, "chat_id": p.chat_id, "text": p.text, "reply_to": p.reply_to,
+             "created_at": int(p.created_at * 1000), "attempts": p.attempts} for p in box.pending()]
+        failed = [{"client_id": f[0], "chat_id": f[1], "text": f[2], "code": f[3], "message": f[4]}
+                  for f in box.failed()]
+    finally:
+        box.close()
+    rows: list[list[object]] = [["queued", p["chat_id"], when(p["created_at"]), p["text"], f"{p['attempts']} tries"]
+                                for p in pending]
+    rows += [[Text("failed", style="red"), f["chat_id"], "", f["text"], f"[{f['code']}] {f['message']}"]
+             for f in failed]
+    ctx.emit({"pending": pending, "failed": failed}, lambda: ctx.out.print(
+        simple_table(["state", "chat", "queued at", "text", ""], rows) if rows else "the outbox is empty"))
+
+
+async def outbox_flush(ctx: Ctx) -> int:
+    c = await ctx.connect()
+    assert c.outbox is not None
+    try:
+        await c.flush_outbox(ctx.args.timeout)
+    except TimeoutError:
+        pass
+    report_outbox_events(ctx, c.drain_events())
+    left = len(c.outbox)
+    ctx.emit({"pending": left}, lambda: ctx.out.print(
+        "the outbox is empty" if not left else f"{left} message(s) still queued", markup=False))
+    return 1 if left else 0
+
+
+async def watch(ctx: Ctx) -> None:
+    """Events since the last `dari watch` (G4 at the terminal), then live ones with --follow."""
+    c = await ctx.connect(cursor=ctx.profile.cursor)
+    async for ev in c.events():
+        if ev.name == "session.live" and not ctx.args.follow:
+            break
+        if ev.name.startswith("outbox.") or ev.name in ("session.live", "typing", "presence"):
+            continue
+        if ev.name == "session.resync":
+            ctx.err.print("note: away too long; older events are gone, showing new ones", markup=False)
+        elif ctx.json:
+            import json
+
+            print(json.dumps({"event": ev.name, "payload": ev.payload, "cursor": ev.cursor}, ensure_ascii=False),
+                  flush=True)
+        else:
+            ctx.out.print(event_line(ev.name, ev.payload))
+        if c.cursor is not None:
+            ctx.profile.cursor = c.cursor
+            ctx.profile.save()
+    if c.cursor is not None:
+        ctx.profile.cursor = c.cursor
+        ctx.profile.save()
+
+
+# -- the parser ----------------------------------------------------------------------------------
+def leaf(sub: Any, name: str, cmd: Command, help_: str, **kw: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_,
+                                                parents=[common_options()], **kw)
+    p.set_defaults(func=lambda args, _cmd=cmd: run(args, _cmd))
+    return p
+
+
+def register(sub: Any) -> None:
+    acc = sub.add_parser("account", help="sign up, log in, your profile").add_subparsers(dest="sub", required=True)
+    p = leaf(acc, "signup", signup, "create an account and log this profile in as a device")
+    p.add_argument("handle")
+    p.add_argument("--name", help="display name (default: the handle)")
+    p.add_argument("--phone", help="phone number for contact discovery (only a keyed hash is sent)")
+    p.add_argument("--device", help="device name (default cli@HOSTNAME)")
+    p = leaf(acc, "login", login, "log this profile in as a new device of an account")
+    p.add_argument("handle")
+    p.add_argument("--device", help="device name (default cli@HOSTNAME)")
+    leaf(acc, "logout", logout, "log this device out")
+    leaf(acc, "me", me, "your profile")
+    p = leaf(acc, "profile", profile_cmd, "show or change display name and status message")
+    p.add_argument("--name")
+    p.add_argument("--status")
+    leaf(acc, "password", password, "change password ($DARI_PASSWORD / $DARI_NEW_PASSWORD or prompts)")
+    p = leaf(acc, "privacy", privacy, "who sees when you are online")
+    p.add_argument("visibility", choices=["everyone", "friends", "nobody"])
+    p = leaf(acc, "phone", phone, "set (or --clear) your phone number for contact discovery")
+    p.add_argument("number", nargs="?")
+    p.add_argument("--clear", action="store_true")
+    p = leaf(acc, "delete", delete, "delete your account")
+    p.add_argument("--yes", action="store_true", help="yes, really")
+
+    dev = sub.add_parser("device", help="your logged-in devices").add_subparsers(dest="sub", required=True)
+    leaf(dev, "list", device_list, "devices logged in to your account")
+    leaf(dev, "revoke", device_revoke, "log a device out").add_argument("device_id", type=int, metavar="ID")
+    leaf(dev, "approve", device_approve, "log in a new device (a browser) that shows this code").add_argument(
+        "code", metavar="CODE")
+
+    fr = sub.add_parser("friend", help="friends and blocks").add_subparsers(dest="sub", required=True)
+    leaf(fr, "add", friend_add, "add a friend by handle").add_argument("handle")
+    leaf(fr, "list", friend_list, "your friends").add_argument("--all", action="store_true",
+                                                               help="include hidden friends")
+    for name, cmd, text in (("remove", friend_remove, "remove a friend"), ("block", friend_block, "block a user"),
+                            ("unblock", friend_unblock, "unblock a user")):
+        leaf(fr, name, cmd, text).add_argument("handle")
+    leaf(fr, "blocked", friend_blocked, "users you blocked")
+    for name, cmd, text in (("favourite", friend_favourite, "mark a friend as favourite"),
+                            ("hide", friend_hide, "hide a friend from your list")):
+        p = leaf(fr, name, cmd, text)
+        p.add_argument("handle")
+        p.add_argument("--off", action="store_true", help="undo")
+    leaf(fr, "find", friend_find, "find people by phone number").add_argument("phones", nargs="+", metavar="PHONE")
+
+    chat_commands.register(sub, leaf)
+
+    p = leaf(sub, "search", search, "search your messages (Korean, Chinese, Japanese too)")
+    p.add_argument("query")
+    p.add_argument("--chat", help="only this chat")
+    p.add_argument("--limit", type=int, default=20)
+    leaf(sub, "status", status, "server, user, device, connection and outbox")
+    ob = sub.add_parser("outbox", help="messages waiting to be sent").add_subparsers(dest="sub", required=True)
+    leaf(ob, "list", outbox_list, "queued and refused messages (works offline)")
+    leaf(ob, "flush", outbox_flush, "send what is queued now").add_argument("--timeout", type=float, default=30.0)
+    leaf(sub, "watch", watch, "events since the last watch").add_argument(
+        "--follow", "-f", action="store_true", help="keep printing live events")

@@ -1,0 +1,123 @@
+"""Turning results and events into terminal text.
+
+Everything another user wrote (names, messages, titles) goes through `clean` and into rich `Text`
+objects, never into markup strings: a message must not be able to restyle, clear or move the
+reader's terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+# C0/C1 controls (ESC starts terminal escape sequences) and bidi overrides that can disguise text.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value: object) -> str:
+    return _UNSAFE.sub("\ufffd", str(value))
+
+
+def one_line(value: object, width: int = 60) -> str:
+    text = clean(value).replace("\n", " ").replace("\t", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def when(ms: int | None, now: float | None = None) -> str:
+    if not ms:
+        return "-"
+    t = ms / 1000
+    now = time.time() if now is None else now
+    if time.strftime("%Y-%m-%d", time.localtime(t)) == time.strftime("%Y-%m-%d", time.localtime(now)):
+        return time.strftime("%H:%M", time.localtime(t))
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def unread_of(seq: int, read_pointers: list[int]) -> int:
+    """KakaoTalk's counter: how many active members have not read up to this message."""
+    return sum(1 for p in read_pointers if p < seq)
+
+
+def message_line(msg: dict[str, Any], *, me: int | None = None, unread: int | None = None) -> Text:
+    """`#12 14:03 Alice: hello  [1]`, the bracket being the unread counter (hidden at 0)."""
+    count = msg.get("unread", 0) if unread is None else unread
+    line = Text()
+    line.append(f"#{msg['seq']} ", style="dim")
+    line.append(when(msg.get("created_at")) + " ", style="dim")
+    if msg.get("kind") == "system":
+        line.append(f"— {clean(msg.get('text', ''))} —", style="italic dim")
+        return line
+    mine = me is not None and msg.get("sender_id") == me
+    line.append(clean(msg.get("sender_name") or f"user {msg.get('sender_id')}"),
+                style="bold green" if mine else "bold cyan")
+    line.append(": ")
+    if msg.get("reply_to"):
+        line.append(f"↪#{msg['reply_to']} ", style="magenta")
+    if msg.get("unsent"):
+        line.append("(message unsent)", style="dim italic")
+    else:
+        line.append(clean(msg.get("text", "")))
+    if msg.get("edited_at") and not msg.get("unsent"):
+        line.append(" (edited)", style="dim")
+    for emoji, users in sorted((msg.get("reactions") or {}).items()):
+        line.append(f" {clean(emoji)}{len(users)}", style="yellow")
+    if count:
+        line.append(f"  [{count}]", style="bold yellow")
+    return line
+
+
+def chat_table(chats: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for col in ("id", "chat", "unread", "last", "preview"):
+        table.add_column(col, no_wrap=col != "preview")
+    for ch in chats:
+        title = Text(clean(ch["title"] or "(untitled)"), style="bold")
+        if ch["kind"] != "direct":
+            title.append(f" ({ch['member_count']})", style="dim")
+        if ch["muted"]:
+            title.append(" 🔕", style="dim")
+        badge = Text(str(ch["unread"]), style="bold white on red") if ch["unread"] else Text("")
+        last = ch.get("last_message") or {}
+        preview = Text(one_line("(unsent)" if last.get("unsent") else last.get("text", "")), style="dim")
+        table.add_row(str(ch["chat_id"]), title, badge, when(ch.get("last_activity")), preview)
+    return table
+
+
+def simple_table(columns: list[str], rows: list[list[object]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[v if isinstance(v, Text) else Text(clean("" if v is None else v)) for v in row])
+    return table
+
+
+def event_line(name: str, payload: Any) -> Text:
+    """One line per event for `dari watch`."""
+    p = payload if isinstance(payload, dict) else {}
+    if name == "message.new":
+        return Text(f"[chat {p.get('chat_id')}] ").append_text(message_line(p))
+    if name == "friend.added_you":
+        user = p.get("user", {})
+        return Text(f"{clean(user.get('display_name'))} (@{clean(user.get('handle'))}) added you as a friend")
+    if name == "chat.read":
+        return Text(f"[chat {p.get('chat_id')}] user {p.get('user_id')} read up to #{p.get('seq')}", style="dim")
+    return Text(f"{clean(name)} {one_line(json.dumps(payload, ensure_ascii=False), 100)}", style="dim")
+
+
+def make_console(stderr: bool = False) -> Console:
+    # Highlighting would colour digits and URLs inside other people's messages: we style explicitly.
+    # soft_wrap: an error or a message stays one line for grep and scripts; the terminal wraps it.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)

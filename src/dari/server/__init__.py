@@ -1,0 +1,1 @@
+"""The server: transports (WebSocket, REST; more later), sessions, rate limits, metrics."""

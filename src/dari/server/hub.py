@@ -1,0 +1,62 @@
+"""The connection registry: which live sessions belong to which user and device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dari.server.session import Session
+
+
+class ConnectionHub:
+    def __init__(self) -> None:
+        self.by_user: dict[int, set[Session]] = {}
+        self.by_device: dict[int, set[Session]] = {}
+        self.on_online: Callable[[int], None] | None = None
+        self.on_offline: Callable[[int], None] | None = None
+        self.delivered = 0
+
+    def add(self, session: Session, user_id: int, device_id: int) -> None:
+        sessions = self.by_user.setdefault(user_id, set())
+        first = not sessions
+        sessions.add(session)
+        self.by_device.setdefault(device_id, set()).add(session)
+        if first and self.on_online:
+            self.on_online(user_id)
+
+    def remove(self, session: Session, user_id: int, device_id: int) -> None:
+        sessions = self.by_user.get(user_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self.by_user[user_id]
+                if self.on_offline:
+                    self.on_offline(user_id)
+        devs = self.by_device.get(device_id)
+        if devs is not None:
+            devs.discard(session)
+            if not devs:
+                del self.by_device[device_id]
+
+    def deliver(self, user_ids: Sequence[int], frame: bytes, cursor: int | None) -> None:
+        by_user = self.by_user
+        for uid in user_ids:
+            sessions = by_user.get(uid)
+            if sessions:
+                for s in sessions:
+                    s.push(frame, cursor)
+                    self.delivered += 1
+
+    def drop_device(self, device_id: int) -> None:
+        for s in list(self.by_device.get(device_id, ())):
+            s.revoke()
+
+    def online_users(self) -> set[int]:
+        return set(self.by_user)
+
+    def is_online(self, user_id: int) -> bool:
+        return user_id in self.by_user
+
+    def connections(self) -> int:
+        return sum(len(v) for v in self.by_device.values())

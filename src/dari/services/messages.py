@@ -1,0 +1,220 @@
+"""Messages: send (idempotent by client_id, G2), edit, unsend, reactions, history, search."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dari.protocol import methods as m
+from dari.protocol.errors import DariError, ErrorCode
+from dari.protocol.models import HistoryPage, MessageOut, SearchHit
+from dari.services import timeline
+from dari.services.core import Caller, Core, active_members, is_blocked, now_ms
+from dari.storage.base import Tx
+
+
+def _check_text(text: str, limit: int) -> str:
+    if not text.strip():
+        raise DariError(ErrorCode.INVALID_PARAMS, "message text is empty")
+    if len(text) > limit:
+        raise DariError(ErrorCode.LIMIT_EXCEEDED, f"message is {len(text)} characters; the limit is {limit}")
+    if "\x00" in text:
+        raise DariError(ErrorCode.INVALID_PARAMS, "message text contains a NUL character")
+    return text
+
+
+def _existing(tx: Tx, sender_id: int, client_id: str) -> MessageOut | None:
+    # "client_id <> ''" lets SQLite use the partial unique index messages_client_id; without it every
+    # send scanned the whole messages table (found by dari bench: sends slowed as history grew).
+    row = tx.one(f"SELECT {timeline.MESSAGE_COLUMNS} {timeline.MESSAGE_FROM}"
+                 " WHERE m.sender_id = ? AND m.client_id = ? AND m.client_id <> ''", (sender_id, client_id))
+    if row is None:
+        return None
+    msg = timeline.row_to_message(row)
+    msg.unread = timeline.unread_for(msg.seq, timeline.read_pointers(tx, msg.chat_id))
+    return msg
+
+
+EDITABLE = ("text", "image", "video", "voice", "file")   # a media message's text is its caption
+UNSENDABLE = (*EDITABLE, "sticker")
+
+
+def _own_message(tx: Tx, chat_id: int, seq: int, user_id: int,
+                 kinds: tuple[str, ...] = EDITABLE) -> tuple[Any, ...]:
+    timeline.require_member(tx, chat_id, user_id)
+    row = tx.one("SELECT id, sender_id, kind, created_at, unsent FROM messages WHERE chat_id = ? AND seq = ?",
+                 (chat_id, seq))
+    if row is None:
+        raise DariError(ErrorCode.NOT_FOUND, f"no message {seq} in chat {chat_id}")
+    if row[1] != user_id or row[2] not in kinds:
+        raise DariError(ErrorCode.FORBIDDEN, "you can only change your own messages")
+    if row[4]:
+        raise DariError(ErrorCode.CONFLICT, "this message was unsent")
+    return row
+
+
+class Messages:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def send(self, caller: Caller, p: m.MessageSend) -> MessageOut:
+        text = _check_text(p.text, self.core.settings.max_message_chars)
+        now = now_ms()
+
+        def fn(tx: Tx) -> MessageOut:
+            # A retry returns the original result and stores nothing new (G2).
+            prior = _existing(tx, caller.user_id, p.client_id)
+            if prior is not None:
+                if prior.chat_id != p.chat_id:
+                    raise DariError(ErrorCode.CONFLICT, "client_id was already used for another chat")
+                return prior
+            facts = timeline.load_chat(tx, p.chat_id, caller.user_id)
+            if facts is None or not facts.active_member(caller.user_id):
+                # Same answer whether the chat exists or not: no probing of other people's chats (G9).
+                raise DariError(ErrorCode.FORBIDDEN, f"you are not a member of chat {p.chat_id}")
+            if facts.kind == "direct":
+                peer = facts.peer(caller.user_id)
+                if peer is None:
+                    raise DariError(ErrorCode.FORBIDDEN, "the other person has deleted their account")
+                if is_blocked(tx, peer, caller.user_id):
+                    raise DariError(ErrorCode.BLOCKED, "this user does not accept messages from you")
+            return timeline.append(tx, p.chat_id, caller.user_id, "text", text, now, client_id=p.client_id,
+                                   reply_to=p.reply_to, mentions=list(dict.fromkeys(p.mentions)), facts=facts)
+
+        return await self.core.db.write(fn)
+
+    async def edit(self, caller: Caller, p: m.MessageEdit) -> MessageOut:
+        text = _check_text(p.text, self.core.settings.max_message_chars)
+        now = now_ms()
+
+        def fn(tx: Tx) -> MessageOut:
+            row = _own_message(tx, p.chat_id, p.seq, caller.user_id)
+            tx.execute("UPDATE messages SET text = ?, edited_at = ? WHERE id = ?", (text, now, row[0]))
+            if tx.dialect == "sqlite":
+                tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))
+                tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)", (row[0], text))
+            tx.emit("message.edited", {"chat_id": p.chat_id, "seq": p.seq, "text": text, "edited_at": now},
+                    recipients=active_members(tx, p.chat_id), chat_id=p.chat_id, now=now)
+            return self._one(tx, p.chat_id, p.seq)
+
+        return await self.core.db.write(fn)
+
+    async def unsend(self, caller: Caller, p: m.MessageRef) -> dict[str, bool]:
+        now = now_ms()
+        window_ms = self.core.settings.unsend_window_s * 1000
+
+        def fn(tx: Tx) -> None:
+            row = _own_message(tx, p.chat_id, p.seq, caller.user_id, UNSENDABLE)
+            if now - int(row[3]) > window_ms:
+                raise DariError(ErrorCode.EXPIRED, f"messages can be unsent within "
+                                f"{self.core.settings.unsend_window_s} s of sending")
+            tx.execute("UPDATE messages SET unsent = 1, text = '' WHERE id = ?", (row[0],))
+            tx.execute("DELETE FROM reactions WHERE chat_id = ? AND seq = ?", (p.chat_id, p.seq))
+            if tx.dialect == "sqlite":
+                tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))
+            tx.emit("message.unsent", {"chat_id": p.chat_id, "seq": p.seq},
+                    recipients=active_members(tx, p.chat_id), chat_id=p.chat_id, now=now)
+
+        await self.core.db.write(fn)
+        return {"ok": True}
+
+    async def react(self, caller: Caller, p: m.MessageReact) -> dict[str, list[int]]:
+        if any(c.isspace() for c in p.emoji) or re.search(r"[A-Za-z0-9<>]", p.emoji):
+            raise DariError(ErrorCode.INVALID_PARAMS, "a reaction is one emoji")
+        now = now_ms()
+
+        def fn(tx: Tx) -> dict[str, list[int]]:
+            timeline.require_member(tx, p.chat_id, caller.user_id)
+            unsent = tx.scalar("SELECT unsent FROM messages WHERE chat_id = ? AND seq = ?", (p.chat_id, p.seq))
+            if unsent is None:
+                raise DariError(ErrorCode.NOT_FOUND, f"no message {p.seq} in chat {p.chat_id}")
+            if unsent:
+                raise DariError(ErrorCode.CONFLICT, "this message was unsent")
+            if p.on:
+                n = tx.execute("INSERT INTO reactions (chat_id, seq, user_id, emoji) VALUES (?, ?, ?, ?)"
+                               " ON CONFLICT DO NOTHING", (p.chat_id, p.seq, caller.user_id, p.emoji))
+            else:
+                n = tx.execute("DELETE FROM reactions WHERE chat_id = ? AND seq = ? AND user_id = ? AND emoji = ?",
+                               (p.chat_id, p.seq, caller.user_id, p.emoji))
+            reactions = _reactions(tx, p.chat_id, p.seq, p.seq).get(p.seq, {})
+            if n:
+                tx.emit("message.reaction", {"chat_id": p.chat_id, "seq": p.seq, "user_id": caller.user_id,
+                                             "emoji": p.emoji, "on": p.on, "reactions": reactions},
+                        recipients=active_members(tx, p.chat_id), chat_id=p.chat_id, now=now)
+            return reactions
+
+        return await self.core.db.write(fn)
+
+    def _one(self, tx: Tx, chat_id: int, seq: int) -> MessageOut:
+        row = tx.one(f"SELECT {timeline.MESSAGE_COLUMNS} {timeline.MESSAGE_FROM} WHERE m.chat_id = ? AND m.seq = ?",
+                     (chat_id, seq))
+        assert row is not None
+        msg = timeline.row_to_message(row)
+        msg.unread = timeline.unread_for(seq, timeline.read_pointers(tx, chat_id))
+        msg.reactions = _reactions(tx, chat_id, seq, seq).get(seq, {})
+        return msg
+
+    async def history(self, caller: Caller, p: m.History) -> HistoryPage:
+        def fn(tx: Tx) -> HistoryPage:
+            timeline.require_member(tx, p.chat_id, caller.user_id)
+            before = p.before_seq if p.before_seq is not None else 2**62
+            rows = tx.all(f"SELECT {timeline.MESSAGE_COLUMNS} {timeline.MESSAGE_FROM}"
+                          " WHERE m.chat_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
+                          (p.chat_id, before, p.limit + 1))
+            has_more = len(rows) > p.limit
+            msgs = [timeline.row_to_message(r) for r in reversed(rows[:p.limit])]
+            if msgs:
+                pointers = timeline.read_pointers(tx, p.chat_id)
+                reactions = _reactions(tx, p.chat_id, msgs[0].seq, msgs[-1].seq)
+                for msg in msgs:
+                    msg.unread = timeline.unread_for(msg.seq, pointers)
+                    msg.reactions = reactions.get(msg.seq, {})
+            return HistoryPage(msgs, has_more)
+
+        return await self.core.db.read(fn)
+
+    async def search(self, caller: Caller, p: m.Search) -> list[SearchHit]:
+        query = p.query.strip()
+        if not query:
+            raise DariError(ErrorCode.INVALID_PARAMS, "search query is empty")
+
+        def fn(tx: Tx) -> list[SearchHit]:
+            scope = "AND m.chat_id = ?" if p.chat_id else ""
+            args: list[object] = [caller.user_id]
+            if p.chat_id:
+                args.append(p.chat_id)
+            select = ("SELECT m.chat_id, m.seq, m.sender_id, m.text, m.created_at, c.title, c.kind FROM messages m"
+                      " JOIN members mb ON mb.chat_id = m.chat_id AND mb.user_id = ? AND mb.active = 1"
+                      " JOIN chats c ON c.id = m.chat_id")
+            where = f"WHERE m.unsent = 0 AND m.kind = 'text' {scope}"
+            if tx.dialect == "sqlite" and len(query) >= 3:
+                # Trigram FTS: a phrase query of the user's words, quotes escaped.
+                phrase = '"' + query.replace('"', '""') + '"'
+                rows = tx.all(f"{select} JOIN message_fts f ON f.rowid = m.id {where} AND message_fts MATCH ?"
+                              " ORDER BY m.created_at DESC LIMIT ?", (*args, phrase, p.limit))
+            else:
+                # Shorter than a trigram (e.g. a two-syllable Korean word), or PostgreSQL's pg_trgm index.
+                like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                # Case-insensitive like the trigram FTS: SQLite's LIKE folds ASCII; PostgreSQL needs
+                # ILIKE (which pg_trgm's gin index also serves).
+                op = "ILIKE" if tx.dialect == "postgresql" else "LIKE"
+                rows = tx.all(f"{select} {where} AND m.text {op} ? ESCAPE '\\' ORDER BY m.created_at DESC LIMIT ?",
+                              (*args, like, p.limit))
+            hits = []
+            for r in rows:
+                title = r[5]
+                if r[6] == "direct":
+                    title = tx.scalar("SELECT u.display_name FROM members mb JOIN users u ON u.id = mb.user_id"
+                                      " WHERE mb.chat_id = ? AND mb.user_id <> ?", (r[0], caller.user_id)) or ""
+                hits.append(SearchHit(r[0], r[1], r[2], r[3], r[4], title))
+            return hits
+
+        return await self.core.db.read(fn)
+
+
+def _reactions(tx: Tx, chat_id: int, lo: int, hi: int) -> dict[int, dict[str, list[int]]]:
+    out: dict[int, dict[str, list[int]]] = {}
+    for seq, emoji, uid in tx.all("SELECT seq, emoji, user_id FROM reactions WHERE chat_id = ? AND seq BETWEEN ?"
+                                  " AND ? ORDER BY seq, emoji, user_id", (chat_id, lo, hi)):
+        out.setdefault(seq, {}).setdefault(emoji, []).append(uid)
+    return out

@@ -1,0 +1,209 @@
+"""Versioned schema migrations. Each entry runs once, in order, recorded in schema_migrations.
+
+SQL is written once with a few dialect words filled in, so both backends share one schema.
+"""
+
+from __future__ import annotations
+
+from dari.storage import content_schema as cs
+from dari.storage.base import Tx
+
+_WORDS = {
+    "sqlite": {"pk": "INTEGER PRIMARY KEY", "big": "INTEGER", "text": "TEXT"},
+    "postgresql": {"pk": "BIGSERIAL PRIMARY KEY", "big": "BIGINT", "text": "TEXT"},
+}
+
+_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (
+  id {pk},
+  handle TEXT NOT NULL UNIQUE,
+  display_name TEXT NOT NULL,
+  status_message TEXT NOT NULL DEFAULT '',
+  password_hash TEXT NOT NULL,
+  phone_hash TEXT,
+  presence_visibility TEXT NOT NULL DEFAULT 'everyone',
+  last_seen_at {big},
+  created_at {big} NOT NULL
+);
+CREATE INDEX users_phone ON users (phone_hash);
+CREATE TABLE devices (
+  id {pk},
+  user_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at {big} NOT NULL,
+  last_seen_at {big} NOT NULL
+);
+CREATE INDEX devices_user ON devices (user_id);
+CREATE TABLE friends (
+  user_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  friend_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  favourite INTEGER NOT NULL DEFAULT 0,
+  hidden INTEGER NOT NULL DEFAULT 0,
+  created_at {big} NOT NULL,
+  PRIMARY KEY (user_id, friend_id)
+);
+CREATE INDEX friends_reverse ON friends (friend_id);
+CREATE TABLE blocks (
+  user_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  blocked_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  created_at {big} NOT NULL,
+  PRIMARY KEY (user_id, blocked_id)
+);
+CREATE TABLE chats (
+  id {pk},
+  kind TEXT NOT NULL,
+  title TEXT NOT NULL DEFAULT '',
+  owner_id {big},
+  member_limit INTEGER NOT NULL,
+  link_code TEXT UNIQUE,
+  direct_key TEXT UNIQUE,
+  last_seq {big} NOT NULL DEFAULT 0,
+  last_activity {big} NOT NULL,
+  created_at {big} NOT NULL
+);
+CREATE TABLE members (
+  chat_id {big} NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+  user_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  role TEXT NOT NULL DEFAULT 'member',
+  nickname TEXT,
+  read_seq {big} NOT NULL DEFAULT 0,
+  muted INTEGER NOT NULL DEFAULT 0,
+  active INTEGER NOT NULL DEFAULT 1,
+  join_eid {big} NOT NULL DEFAULT 0,
+  leave_eid {big},
+  joined_at {big} NOT NULL,
+  PRIMARY KEY (chat_id, user_id)
+);
+CREATE INDEX members_user ON members (user_id, active);
+CREATE TABLE messages (
+  id {pk},
+  chat_id {big} NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+  seq {big} NOT NULL,
+  sender_id {big} NOT NULL,
+  kind TEXT NOT NULL,
+  text TEXT NOT NULL,
+  client_id TEXT NOT NULL DEFAULT '',
+  reply_to {big},
+  mentions TEXT NOT NULL DEFAULT '[]',
+  created_at {big} NOT NULL,
+  edited_at {big},
+  unsent INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (chat_id, seq)
+);
+CREATE UNIQUE INDEX messages_client_id ON messages (sender_id, client_id) WHERE client_id <> '';
+CREATE TABLE reactions (
+  chat_id {big} NOT NULL,
+  seq {big} NOT NULL,
+  user_id {big} NOT NULL,
+  emoji TEXT NOT NULL,
+  PRIMARY KEY (chat_id, seq, user_id, emoji)
+);
+CREATE TABLE events (
+  id {pk},
+  chat_id {big},
+  user_id {big},
+  type TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  created_at {big} NOT NULL
+);
+CREATE INDEX events_chat ON events (chat_id, id);
+CREATE INDEX events_user ON events (user_id, id);
+"""
+
+_FTS = {
+    # trigram segments Korean, Chinese and Japanese, which have no spaces between words.
+    "sqlite": "CREATE VIRTUAL TABLE message_fts USING fts5(text, tokenize='trigram')",
+    "postgresql": "CREATE EXTENSION IF NOT EXISTS pg_trgm;"
+    " CREATE INDEX messages_text_trgm ON messages USING gin (text gin_trgm_ops)",
+}
+
+_REACH = """
+CREATE TABLE reach_samples (
+  id {pk},
+  at {big} NOT NULL,
+  received_at {big} NOT NULL,
+  region TEXT NOT NULL,
+  asn TEXT NOT NULL DEFAULT '',
+  route TEXT NOT NULL,
+  ok INTEGER NOT NULL,
+  stage TEXT NOT NULL DEFAULT '',
+  class TEXT NOT NULL DEFAULT 'ok',
+  reporter TEXT NOT NULL,
+  elapsed_ms INTEGER NOT NULL DEFAULT 0,
+  evidence TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX reach_samples_at ON reach_samples (at);
+CREATE INDEX reach_samples_region ON reach_samples (region, route, at);
+CREATE TABLE reach_control (
+  id {pk},
+  at {big} NOT NULL,
+  route TEXT NOT NULL,
+  ok INTEGER NOT NULL,
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX reach_control_at ON reach_control (at);
+CREATE TABLE incidents (
+  id {pk},
+  region TEXT NOT NULL,
+  asn TEXT NOT NULL DEFAULT '',
+  class TEXT NOT NULL,
+  routes TEXT NOT NULL,
+  fallbacks TEXT NOT NULL,
+  reporters INTEGER NOT NULL,
+  since {big} NOT NULL,
+  opened_at {big} NOT NULL,
+  closed_at {big},
+  summary TEXT NOT NULL
+);
+CREATE INDEX incidents_open ON incidents (closed_at)
+"""
+
+_LINKS = """
+CREATE TABLE device_links (
+  code TEXT PRIMARY KEY,
+  secret_hash TEXT NOT NULL UNIQUE,
+  device_name TEXT NOT NULL,
+  created_at {big} NOT NULL,
+  expires_at {big} NOT NULL,
+  approved_by {big},
+  device_id {big},
+  token TEXT
+)
+"""
+
+MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
+    (1, "initial schema", {d: _V1.format(**w) for d, w in _WORDS.items()}),
+    (2, "full-text search for CJK and Latin text", _FTS),
+    (3, "reachability reports, server control probes and incidents",
+     {d: _REACH.format(**w) for d, w in _WORDS.items()}),
+    (4, "linking a new device from a logged-in one", {d: _LINKS.format(**w) for d, w in _WORDS.items()}),
+    (10, "media blobs, upload sessions, message attachments", {d: cs.MEDIA.format(**w) for d, w in _WORDS.items()}),
+    (11, "sticker packs", {d: cs.STICKERS.format(**w) for d, w in _WORDS.items()}),
+    (12, "stories", {d: cs.STORIES.format(**w) for d, w in _WORDS.items()}),
+    (13, "boards, reports, suspensions and the audit log", {d: cs.BOARDS.format(**w) for d, w in _WORDS.items()}),
+]
+
+
+def statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def apply(tx: Tx, now: int) -> list[int]:
+    """Apply pending migrations inside `tx`; return the versions applied."""
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at BIGINT NOT NULL)"
+    )
+    done = {row[0] for row in tx.all("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, by_dialect in MIGRATIONS:
+        if version in done:
+            continue
+        for stmt in statements(by_dialect[tx.dialect]):
+            tx.execute(stmt)
+        tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                   (version, name, now))
+        applied.append(version)
+    return applied

@@ -1,0 +1,61 @@
+"""`dari bench --quick --json`: every scenario runs against a real server and reports a complete entry
+with nothing lost and nothing duplicated. Figures are not asserted: the machine decides those."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+REQUIRED = ("messages_per_s", "deliveries_per_s", "resumes_per_s", "connections", "rss_kb_per_connection",
+            "p50_ms", "p99_ms", "lost", "duplicated", "server_cpu_pct", "server_rss_mb", "client_cpu_pct")
+SCENARIOS = ("dm-latency", "dm-throughput", "group-fanout", "idle-connections", "reconnect-storm")
+MESSAGING = ("dm-latency", "dm-throughput", "group-fanout", "reconnect-storm")
+
+
+def test_bench_quick_json() -> None:
+    proc = subprocess.run([sys.executable, "-m", "dari.cli.main", "bench", "--quick", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout)
+    scenarios = report["scenarios"]
+    assert set(scenarios) == set(SCENARIOS)
+    for name, entry in scenarios.items():
+        assert "error" not in entry, (name, entry.get("error"))
+        for key in REQUIRED:
+            assert key in entry, (name, key)
+        assert entry["connections"] > 0, name
+        assert entry["server_cpu_pct"] is not None and entry["server_rss_mb"] > 0, name
+        assert entry["client_cpu_pct"] is not None, name
+    for name in MESSAGING:
+        entry = scenarios[name]
+        assert entry["lost"] == 0, (name, entry)
+        assert entry["duplicated"] == 0, (name, entry)
+        assert entry["p50_ms"] is not None and entry["p99_ms"] >= entry["p50_ms"], name
+    for name in ("dm-latency", "dm-throughput", "group-fanout"):
+        assert scenarios[name]["messages_per_s"] > 0 and scenarios[name]["deliveries_per_s"] > 0, name
+    assert scenarios["group-fanout"]["deliveries_per_s"] > scenarios["group-fanout"]["messages_per_s"]
+    assert scenarios["reconnect-storm"]["resumes_per_s"] > 0
+    assert scenarios["idle-connections"]["rss_kb_per_connection"] is not None
+
+
+def test_bench_rejects_unknown_scenario() -> None:
+    proc = subprocess.run([sys.executable, "-m", "dari.cli.main", "bench", "--scenario", "nope"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
+
+
+def test_bench_failover_quick_loses_nothing() -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "dari.cli.main", "bench", "failover", "--quick", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert set(report["scenarios"]) == {"failover-reset", "failover-blackhole"}
+    for entry in report["scenarios"].values():
+        assert entry["cuts"] == 3 and entry["lost"] == 0 and entry["duplicated"] == 0
+        assert entry["p50_ms"] > 0

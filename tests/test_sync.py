@@ -1,0 +1,161 @@
+"""G4 gap-free sync, G5 devices agree, resync after the retention window."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dari.client import Client
+from tests.conftest import PASSWORD
+
+
+async def _collect(client: Client, name: str, count: int, timeout: float = 10.0) -> list[dict]:
+    out = []
+    while len(out) < count:
+        ev = await client.next_event(name, timeout=timeout)
+        out.append(ev.payload)
+    return out
+
+
+async def test_resume_after_outage_gets_every_missed_event_in_order(make_user, server) -> None:
+    alice, bob = await make_user("alice"), await make_user("bob")
+    chat = await alice.call("chat.open_direct", user_id=bob.user["user_id"])
+    cid = chat["chat_id"]
+    await bob.send_message(cid, "before")
+    await _collect(alice, "message.new", 1)
+    # Alice's phone goes away; remember where it was.
+    cursor = alice.cursor
+    token = alice.token
+    await alice.close()
+    for i in range(30):
+        await bob.send_message(cid, f"missed {i}")
+    await bob.call("message.edit", chat_id=cid, seq=5, text="missed 3 (edited)")
+    phone = Client(server.url, token=token, cursor=cursor)
+    try:
+        await phone.connect()
+        await phone.wait_live()
+        events = phone.drain_events()
+        names = [e.name for e in events]
+        texts = [e.payload["text"] for e in events if e.name == "message.new"]
+        assert texts == [f"missed {i}" for i in range(30)]
+        assert "message.edited" in names
+        cursors = [e.cursor for e in events if e.cursor is not None]
+        assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
+        # ...then live events follow with none missing.
+        m = await bob.send_message(cid, "live again")
+        ev = await phone.next_event("message.new")
+        assert ev.payload["seq"] == m["seq"]
+    finally:
+        await phone.close()
+
+
+async def test_server_restart_mid_conversation_loses_and_duplicates_nothing(server_factory) -> None:
+    srv = server_factory()
+    a, b = Client(srv.url), Client(srv.url)
+    try:
+        await a.signup("restart_a", "A", PASSWORD)
+        await b.signup("restart_b", "B", PASSWORD)
+        await b.wait_live()
+        chat = await a.call("chat.open_direct", user_id=b.user["user_id"])
+        sent = [await a.send_message(chat["chat_id"], f"before {i}") for i in range(5)]
+        assert srv.stop() == 0, "SIGTERM should shut down cleanly"
+        assert "finishing in-flight commits" in srv.log()
+        srv.start()
+        await a.wait_live(20)
+        await b.wait_live(20)
+        sent += [await a.send_message(chat["chat_id"], f"after {i}") for i in range(5)]
+        got = await _collect(b, "message.new", 10, timeout=20)
+        assert [m["seq"] for m in got] == [m["seq"] for m in sent]
+        assert b.reconnects >= 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_devices_agree_on_read_state(make_user, server) -> None:
+    alice, bob = await make_user("alice"), await make_user("bob")
+    pc = Client(server.url)
+    try:
+        await pc.login(alice.user["handle"], PASSWORD, device_name="PC")
+        await pc.wait_live()
+        chat = await bob.call("chat.open_direct", user_id=alice.user["user_id"])
+        m = await bob.send_message(chat["chat_id"], "did you see this?")
+        assert (await pc.next_event("message.new")).payload["seq"] == m["seq"]
+        assert (await alice.next_event("message.new")).payload["seq"] == m["seq"]
+        phone_list = await alice.call("chat.list")
+        assert phone_list[0]["unread"] == 1
+        await pc.call("chat.read", chat_id=chat["chat_id"], seq=m["seq"])
+        ev = await alice.next_event("chat.read")
+        assert ev.payload["user_id"] == alice.user["user_id"] and ev.payload["seq"] == m["seq"]
+        assert (await alice.call("chat.list"))[0]["unread"] == 0
+        # A message sent on one device shows up on the other device of the same account.
+        mine = await pc.send_message(chat["chat_id"], "yes, from the PC")
+        ev = await alice.next_event("message.new")
+        assert ev.payload["seq"] == mine["seq"] and ev.payload["sender_id"] == alice.user["user_id"]
+    finally:
+        await pc.close()
+
+
+async def test_old_cursor_gets_resync_needed(server_factory) -> None:
+    srv = server_factory(extra_env={"DARI_EVENT_RETENTION_MAX": "5", "DARI_PRUNE_INTERVAL_S": "0.2"})
+    a, b = Client(srv.url), Client(srv.url)
+    try:
+        await a.signup("resync_a", "A", PASSWORD)
+        await b.signup("resync_b", "B", PASSWORD)
+        chat = await a.call("chat.open_direct", user_id=b.user["user_id"])
+        cursor, token = b.cursor, b.token
+        await b.close()
+        for i in range(20):
+            await a.send_message(chat["chat_id"], f"m{i}")
+        await asyncio.sleep(0.6)
+        late = Client(srv.url, token=token, cursor=cursor)
+        try:
+            await late.connect()
+            ev = await late.next_event("session.resync")
+            assert ev.payload["cursor"] > cursor
+            assert late.resyncs == 1
+            page = await late.call("message.history", chat_id=chat["chat_id"])
+            assert len(page["messages"]) == 20
+        finally:
+            await late.close()
+    finally:
+        await a.close()
+
+
+async def test_client_that_stops_reading_is_dropped_then_resumes_without_loss(server_factory) -> None:
+    """A device that stops reading must not grow the server's memory: past send_buffer_frames queued
+    frames its connection is dropped (close 4008); it resumes by cursor and gets everything, in order."""
+    import aiohttp
+
+    from dari.protocol import frames
+
+    srv = server_factory(extra_env={"DARI_SEND_BUFFER_FRAMES": "200", "DARI_MAX_MESSAGE_CHARS": "60000"})
+    sender, slow = Client(srv.url), Client(srv.url)
+    await sender.signup("fast_sender", "S", PASSWORD)
+    await slow.signup("slow_reader", "R", PASSWORD)
+    chat = await sender.call("chat.open_direct", user_id=slow.user["user_id"])
+    token, cursor = slow.token, slow.cursor
+    await slow.close()
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(srv.url.replace("http", "ws") + "/ws", max_msg_size=0)
+    try:
+        await ws.send_bytes(frames.encode_request(1, "session.open", {"token": token}))
+        # ...and never reads again. 24 MB of messages: more than loopback's socket buffers hold.
+        sent = [await sender.send_message(chat["chat_id"], f"{i:05d} " + "x" * 59000) for i in range(400)]
+        for _ in range(100):
+            if "dari_slow_consumer_drops_total 1.0" in await (await http.get(f"{srv.url}/metrics")).text():
+                break
+            await asyncio.sleep(0.1)
+        metrics = await (await http.get(f"{srv.url}/metrics")).text()
+        assert "dari_slow_consumer_drops_total 1.0" in metrics
+    finally:
+        await ws.close()
+        await http.close()
+    back = Client(srv.url, token=token, cursor=cursor)
+    try:
+        await back.connect()
+        await back.wait_live(30)
+        got = [e.payload["seq"] for e in back.drain_events() if e.name == "message.new"]
+        assert got == [m["seq"] for m in sent]
+    finally:
+        await back.close()
+        await sender.close()
