@@ -631,7 +631,8 @@ export class ChatView {
     const wasBottom = this.isAtBottom();
     const showing = this.win && (this.win.hi === msg.seq - 1 || this.win.hi === null || this.win.hi >= msg.seq - 1);
     if (showing) {
-      this.win.hi = msg.seq;
+      // The same message can come twice (its event, then the send's answer): never move back.
+      this.win.hi = this.win.hi === null ? msg.seq : Math.max(this.win.hi, msg.seq);
       const count = tl.seqs.filter((s) => s >= this.win.lo && s <= this.win.hi).length;
       if (count > MAX_RENDERED && wasBottom) this.win.lo = tl.seqs[tl.seqs.length - MAX_RENDERED];
       if (this.win.lo === null) this.win.lo = msg.seq;
