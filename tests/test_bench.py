@@ -59,3 +59,27 @@ def test_bench_failover_quick_loses_nothing() -> None:
     for entry in report["scenarios"].values():
         assert entry["cuts"] == 3 and entry["lost"] == 0 and entry["duplicated"] == 0
         assert entry["p50_ms"] > 0
+
+
+def test_bench_media_quick_reports_every_figure() -> None:
+    done = subprocess.run([sys.executable, "-m", "dari.cli.main", "bench", "media", "--quick", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    assert report["integrity"]["ok"] is True, report["integrity"]
+    assert report["integrity"]["checked"] > 0 and report["server_peak_rss_mb"] > 0
+    scenarios = report["scenarios"]
+    assert set(scenarios) == {"http-upload", "ws-upload", "http-download", "http-range-download", "thumbnails"}
+    for name, entry in scenarios.items():
+        assert entry["errors"] == 0 and entry["mismatches"] == 0, (name, entry["error_samples"])
+        assert entry["items"] > 0 and entry["mb"] > 0 and entry["mb_per_s"] > 0, name
+        for key in ("seconds", "concurrency", "item_p50_ms", "item_p99_ms", "client_cpu_pct"):
+            assert entry[key] is not None, (name, key)
+        assert entry["server_cpu_pct"] is not None and entry["server_rss_mb"] > 0, name
+    for name in ("http-upload", "ws-upload", "thumbnails"):
+        assert scenarios[name]["finish_p50_ms"] is not None, name
+    assert scenarios["ws-upload"]["chunk_bytes"] > 0
+    assert scenarios["http-range-download"]["requests"] > scenarios["http-range-download"]["items"]
+    thumbs = scenarios["thumbnails"]
+    assert thumbs["images_per_s"] > 0 and thumbs["items"] == thumbs["jpegs"] + thumbs["pngs"]
+    assert thumbs["jpeg_px"] and thumbs["png_px"] and thumbs["jpeg_avg_kb"] > 0 and thumbs["png_avg_kb"] > 0

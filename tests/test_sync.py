@@ -121,6 +121,16 @@ async def test_old_cursor_gets_resync_needed(server_factory) -> None:
         await a.close()
 
 
+def _server_holds(server_port: int, client_port: int) -> bool:
+    """Whether the server still has an established TCP socket to this client port (/proc/net/tcp)."""
+    with open("/proc/net/tcp") as fh:
+        for line in fh.readlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+                return state == "01"
+    return False
+
+
 async def test_client_that_stops_reading_is_dropped_then_resumes_without_loss(server_factory) -> None:
     """A device that stops reading must not grow the server's memory: past send_buffer_frames queued
     frames its connection is dropped (close 4008); it resumes by cursor and gets everything, in order."""
@@ -147,6 +157,14 @@ async def test_client_that_stops_reading_is_dropped_then_resumes_without_loss(se
             await asyncio.sleep(0.1)
         metrics = await (await http.get(f"{srv.url}/metrics")).text()
         assert "dari_slow_consumer_drops_total 1.0" in metrics
+        # The server does not wait for a reader that stopped: its end of the socket is gone, so the
+        # megabytes stuck in its buffers are freed without the client reading anything.
+        client_port = ws.get_extra_info("sockname")[1]
+        for _ in range(100):
+            if not _server_holds(srv.port, client_port):
+                break
+            await asyncio.sleep(0.1)
+        assert not _server_holds(srv.port, client_port)
     finally:
         await ws.close()
         await http.close()

@@ -32,10 +32,12 @@ def register(sub: Any) -> None:
     p.add_argument("--server", metavar="URL", help="bench a running server instead of starting one")
     p.add_argument("--server-pid", type=int, help="with --server: its PID, to report its CPU and memory")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("suite", nargs="?", choices=["failover", "detect"],
+    p.add_argument("suite", nargs="?", choices=["failover", "detect", "media"],
                    help="failover: time from a route cut (reset or blackhole) to the first message through the"
                         " next route, over --cuts repeated cuts; detect (root): in the censorship lab, time from a"
-                        " block to the first message through a fallback and to the incident opening")
+                        " block to the first message through a fallback and to the incident opening; media: HTTP and"
+                        " WebSocket upload MB/s, HTTP download MB/s (whole and Range) and thumbnails/s, with an"
+                        " integrity check")
     p.add_argument("--runs", type=int, default=1, help="detect: runs per scenario (default 1)")
     p.add_argument("--lab-scenario", action="append", dest="lab_scenarios", metavar="NAME",
                    help="detect: only this lab scenario (repeatable)")
@@ -98,6 +100,10 @@ def _main(args: argparse.Namespace) -> int:
         return _failover(args)
     if args.suite == "detect":
         return _detect(args)
+    if args.suite == "media":
+        from dari.bench.media import main as media_main
+
+        return media_main(args)
     from dari.bench.machine import machine_info
     from dari.bench.runner import Config, run_bench
     from dari.bench.scenarios import SCENARIOS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -40,7 +40,8 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
     Frames are built here (header + the already encoded payload) instead of one `send_frame` call
     (and one write system call) per frame; a fan-out event is the same bytes for every recipient.
     When the peer does not read, the transport's buffer fills, we wait for it to drain, and the
-    outbox grows until the session drops the connection at `send_buffer_frames`.
+    outbox grows until the session drops the connection at `send_buffer_frames`; the socket is then
+    aborted, so a peer that never reads again holds no more than one transport buffer until then.
     """
     outbox = session.outbox
     wsw = getattr(ws, "_writer", None)
@@ -51,7 +52,7 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
         if outbox:
             # One more tick: replies resumed by the same commit as the events join this write.
             await asyncio.sleep(0)
-            if not coalesce or len(outbox) == 1:
+            if not coalesce:
                 while outbox:
                     await ws.send_frame(outbox.popleft(), WSMsgType.TEXT)
                 continue
@@ -65,13 +66,34 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
                 parts.append(frame)
             transport.write(b"".join(parts))
             if transport.get_write_buffer_size() > _HIGH_WATER and protocol.writing_paused:
-                await protocol._drain_helper()
+                if not await _drained(protocol, session):
+                    # Dropped for not reading (or closed) while its buffers are full: a clean close
+                    # would wait on the same peer, so free the buffers now; it resumes by cursor.
+                    transport.abort()
+                    return
             continue
         if session.closed:
             await ws.close(code=session.close_code, message=session.close_reason.encode())
             return
         session.wakeup.clear()
         await session.wakeup.wait()
+
+
+async def _drained(protocol: Any, session: Session) -> bool:
+    """Wait for the transport to drain; False if the session closed first."""
+    drain = asyncio.ensure_future(protocol._drain_helper())
+    try:
+        while not drain.done():
+            if session.closed:
+                return False
+            session.wakeup.clear()
+            woken = asyncio.ensure_future(session.wakeup.wait())
+            await asyncio.wait((drain, woken), return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+        drain.result()
+        return True
+    finally:
+        drain.cancel()
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
