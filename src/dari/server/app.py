@@ -7,8 +7,10 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -46,7 +48,14 @@ class ServerState:
     metrics: Metrics
     limiter: RateLimiter
     sessions: set[Session] = field(default_factory=set)
-    background: list[asyncio.Task[None]] = field(default_factory=list)
+    background: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        """Run in the background; the reference is held until it finishes (the loop keeps only weak ones),
+        then dropped, so presence changes and webhooks do not accumulate finished tasks for ever."""
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
 
 def build_state(settings: Settings) -> ServerState:
@@ -58,10 +67,10 @@ def build_state(settings: Settings) -> ServerState:
     state = ServerState(settings, services, hub, Metrics(db), RateLimiter(settings.rate_per_s, settings.rate_burst))
 
     def online(uid: int) -> None:
-        state.background.append(asyncio.ensure_future(services.presence.went_online(uid)))
+        state.spawn(services.presence.went_online(uid))
 
     def offline(uid: int) -> None:
-        state.background.append(asyncio.ensure_future(services.presence.went_offline(uid)))
+        state.spawn(services.presence.went_offline(uid))
 
     hub.on_online, hub.on_offline = online, offline
 
@@ -79,7 +88,7 @@ def build_state(settings: Settings) -> ServerState:
         # The shared bus was away: deliveries from other processes may be missing. Replay stored
         # events to every live session from its cursor; duplicates are filtered by cursor.
         for session in list(state.sessions):
-            state.background.append(asyncio.ensure_future(session.catch_up()))
+            state.spawn(session.catch_up())
 
     bus.on_recovered = recovered
     return state
@@ -165,14 +174,14 @@ def create_app(state: ServerState) -> web.Application:
         reach = state.services.reach
         reach.listeners.append(lambda kind, incident: state.metrics.incident_changed(kind, incident))
         if state.settings.incident_webhook:
-            reach.listeners.append(lambda kind, incident: state.background.append(asyncio.ensure_future(
-                post_webhook(state.settings.incident_webhook, kind, incident))))
-        state.background.append(asyncio.create_task(reach.evaluate_forever()))
+            reach.listeners.append(lambda kind, incident: state.spawn(
+                post_webhook(state.settings.incident_webhook, kind, incident)))
+        state.spawn(reach.evaluate_forever())
         if state.settings.control_probe_s > 0:
             tls = bool(state.settings.tls_cert or state.settings.tls_self_signed)
-            state.background.append(asyncio.create_task(control_forever(state, tls)))
-        state.background.append(asyncio.create_task(state.services.sync.prune_forever(state.settings.prune_interval_s)))
-        state.background.append(asyncio.create_task(longpoll.reap_forever()))
+            state.spawn(control_forever(state, tls))
+        state.spawn(state.services.sync.prune_forever(state.settings.prune_interval_s))
+        state.spawn(longpoll.reap_forever())
 
     async def on_shutdown(app: web.Application) -> None:
         longpoll.close_all()
@@ -180,7 +189,7 @@ def create_app(state: ServerState) -> web.Application:
             session.close(1001, "server shutting down")
 
     async def on_cleanup(app: web.Application) -> None:
-        for task in state.background:
+        for task in list(state.background):
             task.cancel()
         # Closing the database finishes every queued write (in-flight commits) before returning.
         await state.services.close()

@@ -99,7 +99,7 @@ def setup(app: web.Application, state: ServerState) -> None:
         content = state.services.content
         await content.start()
         if state.settings.media_prune_interval_s > 0:
-            state.background.append(asyncio.create_task(
-                content.media.prune_forever(state.settings.media_prune_interval_s)))
+            state.spawn(
+                content.media.prune_forever(state.settings.media_prune_interval_s))
 
     app.on_startup.append(started)
