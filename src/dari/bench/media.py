@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -259,13 +260,13 @@ async def run_media(quick: bool, server_url: str | None = None, server_pid: int 
     try:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
-            return await _phases(Bench(http, base, stat), plan, say, server)
+            return await _phases(Bench(http, base, stat), plan, say)
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
 
 
-async def _phases(b: Bench, plan: Plan, say: Callable[[str], None], server: LocalServer | None) -> dict[str, Any]:
+async def _phases(b: Bench, plan: Plan, say: Callable[[str], None]) -> dict[str, Any]:
     nusers = max(plan.http_conc, plan.ws_conc, plan.thumb_conc)
     users = await signup_many(b.http, b.base, nusers, f"m{secrets.token_hex(3)}_")
 
@@ -321,26 +322,18 @@ async def _phases(b: Bench, plan: Plan, say: Callable[[str], None], server: Loca
     dl = Phase("http-download")
     say(f"http-download: {len(stored)} files x {plan.download_rounds} rounds, {plan.download_conc} at once")
 
-    def dl_job(i: int, blob: Blob) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            await b.download(users[i % nusers], blob, dl)
-        return job
-
-    await b.timed(dl, [dl_job(i, f) for _ in range(plan.download_rounds) for i, f in enumerate(stored)],
+    await b.timed(dl, [partial(b.download, users[i % nusers], f, dl)
+                       for _ in range(plan.download_rounds) for i, f in enumerate(stored)],
                   plan.download_conc, lambda wall: {"rounds": plan.download_rounds})
 
     rg = Phase("http-range-download")
     say(f"http-range-download: {len(stored)} files in {plan.range_bytes >> 20} MiB ranges, {plan.range_conc} at once")
 
-    def rg_job(i: int, blob: Blob) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            await b.range_download(users[i % nusers], blob, rg, plan.range_bytes, plan.range_conc)
-        return job
-
-    await b.timed(rg, [rg_job(i, f) for i, f in enumerate(stored)], 1,
-                  lambda wall: {"range_bytes": plan.range_bytes, "requests": sum(
-                      -(-len(f.data) // plan.range_bytes) for f in stored), "concurrency": plan.range_conc,
-                      "requests_per_s": round(sum(-(-len(f.data) // plan.range_bytes) for f in stored) / wall, 1)})
+    requests = sum(-(-len(f.data) // plan.range_bytes) for f in stored)
+    await b.timed(rg, [partial(b.range_download, users[i % nusers], f, rg, plan.range_bytes, plan.range_conc)
+                       for i, f in enumerate(stored)], 1,
+                  lambda wall: {"range_bytes": plan.range_bytes, "requests": requests, "concurrency": plan.range_conc,
+                                "requests_per_s": round(requests / wall, 1)})
 
     # thumbnails
     say(f"thumbnails: making {plan.jpegs} JPEGs {plan.jpeg[0]}x{plan.jpeg[1]} and {plan.pngs} PNGs"
@@ -348,8 +341,11 @@ async def _phases(b: Bench, plan: Plan, say: Callable[[str], None], server: Loca
     photos = await asyncio.to_thread(_photos, plan, secrets.randbelow(1 << 30))
     # One image first, outside the measurement: the server's first image loads Pillow's codecs.
     warm = await asyncio.to_thread(camera_jpeg, secrets.randbelow(1 << 30) + (1 << 31), 64, 48, rotated=False)
-    await b.http_upload(users[0], Blob(warm, hashlib.sha256(warm).hexdigest()), Phase("warm-up"))
     th = Phase("thumbnails")
+    try:
+        await b.http_upload(users[0], Blob(warm, hashlib.sha256(warm).hexdigest()), Phase("warm-up"))
+    except Exception as exc:
+        th.error(exc)
     done: list[tuple[str, User, dict[str, Any]]] = []
 
     def th_job(i: int, kind: str, data: bytes) -> Callable[[], Awaitable[None]]:
