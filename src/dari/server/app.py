@@ -36,7 +36,7 @@ from dari.storage import StoredEvent, open_database
 
 log = logging.getLogger("dari.server")
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:;"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:;"
        " connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 

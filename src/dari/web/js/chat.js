@@ -266,6 +266,7 @@ export class ChatView {
     if (showPending) {
       for (const item of this.app.pendingFor(this.chatId)) frag.append(this.renderPending(item));
     }
+    this.app.media.adoptPlayers(this.listEl, frag);
     this.listEl.replaceChildren(frag);
     $("#history-loader").hidden = !tl.loading;
     $("#jump-latest").hidden = tl.fromCache || tl.atLatest && (this.win.hi === tl.last() || tl.last() === null);
@@ -346,7 +347,7 @@ export class ChatView {
     } else {
       if (msg.reply_to) bubble.append(this.renderQuote(msg.reply_to));
       if (MEDIA_KINDS.has(msg.kind)) {
-        bubble.classList.add(msg.kind === "image" ? "has-photo" : "has-file");
+        bubble.classList.add(msg.kind === "image" ? "has-photo" : msg.kind === "video" ? "has-video" : "has-file");
         bubble.append(this.app.media.renderAttachment(msg));
       }
       if (msg.text || !MEDIA_KINDS.has(msg.kind)) bubble.append(el("div.text", { text: msg.text }));
@@ -489,6 +490,7 @@ export class ChatView {
     const idx = tl.seqs.indexOf(seq);
     const prev = idx > 0 ? tl.msgs.get(tl.seqs[idx - 1]) : null;
     const parts = this.renderMessage(tl.msgs.get(seq), prev);
+    this.app.media.adoptPlayers(node, parts[parts.length - 1]);
     node.replaceWith(parts[parts.length - 1]);
     this.app.media.scheduleSweep();
   }

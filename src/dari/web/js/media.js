@@ -14,6 +14,7 @@ const HTTP_PIECE = 4 << 20;
 const RETRYABLE = new Set(["unavailable", "rate_limited", "internal", "conflict"]);
 export const MEDIA_KINDS = new Set(["image", "video", "voice", "file"]);
 const ICONS = { image: "🖼", video: "🎬", voice: "🎤", file: "📄", sticker: "😊" };
+const AUTOLOAD_BYTES = 8 << 20; // videos and voice messages up to this size load with the chat
 
 export function formatSize(n) {
   if (n == null) return "";
@@ -169,7 +170,71 @@ export class Media {
       btn.append(this.img(a.blob_id, { thumb: !!a.thumbnail_id, alt: msg.text || t("media.kind_image"), width: w, height: h }));
       return btn;
     }
+    if ((msg.kind === "video" || msg.kind === "voice") && a.blob_id) return this.player(a, msg.kind, `${msg.seq}:${a.blob_id}`);
     return this.fileCard(a, msg.kind);
+  }
+
+  // Inline playback of a video or voice message: <video controls>/<audio controls> on a blob: URL
+  // fetched with the token (a media element cannot send the Authorization header either). Small
+  // files load at once so the length shows; a big video waits for a click before it downloads.
+  player(a, kind, id = a.blob_id) {
+    const video = kind === "video";
+    const key = a.blob_id;
+    const dur = el("span.media-duration", { text: a.duration_ms ? formatDuration(a.duration_ms) : "" });
+    const media = el(video ? "video.media-video" : "audio.media-audio", { controls: true, preload: "metadata",
+      playsinline: video, dataset: { mediaKey: key }, "aria-label": t(`media.kind_${kind}`) });
+    if (video) {
+      const [w, h] = fitBox(a.width, a.height, 260, 300);
+      media.width = w;
+      media.height = h;
+    }
+    media.addEventListener("loadedmetadata", () => {
+      if (Number.isFinite(media.duration) && media.duration > 0 && !a.duration_ms) {
+        dur.textContent = formatDuration(media.duration * 1000);
+      }
+    });
+    const box = el(`div.media-player.${video ? "is-video" : "is-voice"}`, { dataset: { state: "idle", player: id } });
+    const details = el("span.media-details", {},
+      video ? null : el("span.file-icon", { "aria-hidden": "true", text: ICONS.voice }), dur,
+      el("span.file-size", { text: formatSize(a.size) }),
+      el("button.link.small.file-download", { type: "button", dataset: { act: "download-media" },
+        "aria-label": `${t("media.download")} ${a.name || t(`media.kind_${kind}`)}`, text: t("media.download") }));
+    const load = () => {
+      box.dataset.state = "loading";
+      return this.url(a.blob_id).then((url) => {
+        media.src = url;
+        box.dataset.state = "ready";
+      }, (err) => {
+        box.dataset.state = "failed";
+        dur.textContent = errorText(err);
+        dur.setAttribute("role", "alert");
+      });
+    };
+    if (a.size != null && a.size > AUTOLOAD_BYTES) {
+      const btn = el("button.secondary.small.media-load", { type: "button",
+        text: t("media.play_size", { size: formatSize(a.size) }),
+        onclick: () => { btn.remove(); load().then(() => media.play().catch(() => {})); } });
+      box.append(btn);
+      media.hidden = true;
+      media.addEventListener("loadedmetadata", () => { media.hidden = false; }, { once: true });
+    } else {
+      load();
+    }
+    box.prepend(media);
+    box.append(details);
+    return box;
+  }
+
+  // The chat list is rebuilt when messages arrive: carry the players over so that a video or a
+  // voice message keeps playing (and keeps its position) instead of starting again.
+  adoptPlayers(oldRoot, newRoot) {
+    const old = new Map();
+    for (const p of oldRoot.querySelectorAll(".media-player[data-player]")) old.set(p.dataset.player, p);
+    if (!old.size) return;
+    for (const p of newRoot.querySelectorAll(".media-player[data-player]")) {
+      const o = old.get(p.dataset.player);
+      if (o && o !== p) p.replaceWith(o);
+    }
   }
 
   fileCard(a, kind = "file") {
@@ -319,7 +384,7 @@ export class Media {
       const failed = j.state === "failed";
       const label = failed ? `${t("media.upload_failed")} — ${errorText(j.error)}` : t(`media.state_${j.state}`);
       return el(`div.upload-row${failed ? ".failed" : ""}`, { dataset: { job: j.id } },
-        el("span.file-icon", { "aria-hidden": "true", text: (j.file.type || "").startsWith("image/") ? ICONS.image : ICONS.file }),
+        el("span.file-icon", { "aria-hidden": "true", text: fileIcon(j.file) }),
         el("span.upload-main", {},
           el("span.upload-name", { text: j.file.name || t("media.kind_file") }),
           el("progress", { max: Math.max(1, j.file.size), value: j.sent, "aria-label": t("media.progress") }),
@@ -379,7 +444,7 @@ export class Media {
         previews.push(u);
         thumb = el("img.send-preview", { src: u, alt: "" });
       } else {
-        thumb = el("span.file-icon", { "aria-hidden": "true", text: ICONS.file });
+        thumb = el("span.file-icon", { "aria-hidden": "true", text: fileIcon(f) });
       }
       list.append(el("li.send-file", {}, thumb, el("span.file-info", {},
         el("span.file-name", { text: f.name || t("media.kind_file") }), el("span.file-size", { text: formatSize(f.size) }))));
@@ -399,6 +464,14 @@ export class Media {
     });
     caption.focus();
   }
+}
+
+function fileIcon(file) {
+  const type = file.type || "";
+  if (type.startsWith("image/")) return ICONS.image;
+  if (type.startsWith("video/")) return ICONS.video;
+  if (type.startsWith("audio/")) return ICONS.voice;
+  return ICONS.file;
 }
 
 function fitBox(w, h, maxW, maxH) {

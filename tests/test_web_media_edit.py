@@ -1,0 +1,158 @@
+"""The web client edits and deletes your own stories and board posts, and plays video and voice
+messages inline (issue 4), in a real Chromium driven by Playwright against a real `dari serve`
+(see tests/test_web.py for the set-up).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+import struct
+import wave
+from typing import Any
+
+import aiohttp
+from playwright.async_api import Browser, Page, expect
+
+from tests.conftest import ServerProcess
+from tests.test_web import (
+    T,
+    browser,  # noqa: F401  (the fixture)
+    message,
+    new_page,
+    open_direct_with,
+    send,
+    signup,
+)
+from tests.test_web_content import png_file
+
+
+def wav_tone(seconds: float = 1.0, rate: int = 8000) -> bytes:
+    """A short voice note: a 440 Hz tone as 16-bit mono PCM in a WAV file."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+                               for i in range(int(seconds * rate))))
+    return out.getvalue()
+
+
+async def webm_clip(page: Page) -> bytes:
+    """A real VP8 WebM clip of about 0.8 s, recorded from a canvas by the browser's MediaRecorder."""
+    data = await page.evaluate("""async () => {
+      const c = document.createElement("canvas");
+      c.width = 64; c.height = 48;
+      const g = c.getContext("2d");
+      const rec = new MediaRecorder(c.captureStream(25), { mimeType: "video/webm;codecs=vp8" });
+      const parts = [];
+      rec.ondataavailable = (e) => parts.push(e.data);
+      const stopped = new Promise((r) => { rec.onstop = r; });
+      rec.start();
+      for (let i = 0; i < 20; i++) {
+        g.fillStyle = `hsl(${i * 18}, 80%, 50%)`;
+        g.fillRect(0, 0, 64, 48);
+        await new Promise((r) => setTimeout(r, 40));
+      }
+      rec.stop();
+      await stopped;
+      const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
+      let s = "";
+      for (const b of bytes) s += String.fromCharCode(b);
+      return btoa(s);
+    }""")
+    clip = base64.b64decode(data)
+    assert clip.startswith(b"\x1a\x45\xdf\xa3"), "not a WebM (EBML) file"
+    return clip
+
+
+def watch_csp(page: Page) -> list[str]:
+    """Collect Content-Security-Policy violations: the DOM event and Chromium's console error."""
+    found: list[str] = []
+    page.on("console", lambda m: found.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda exc: found.append(str(exc)) if "Content Security Policy" in str(exc) else None)
+    return found
+
+
+async def csp_events(page: Page) -> list[str]:
+    return list(await page.evaluate("window.__csp || []"))
+
+
+CSP_HOOK = ("document.addEventListener('securitypolicyviolation', (e) =>"
+            " (window.__csp ||= []).push(e.violatedDirective + ' ' + e.blockedURI));")
+
+
+async def wait_media_loaded(locator: Any) -> dict[str, Any]:
+    """Wait until the <video>/<audio> has a blob: source and its metadata (duration) is loaded."""
+    await expect(locator).to_have_attribute("src", re.compile(r"^blob:"), timeout=T)
+    handle = await locator.element_handle()
+    page = locator.page
+    await page.wait_for_function("m => m.readyState >= 1 || m.error", arg=handle, timeout=T)
+    state: dict[str, Any] = await locator.evaluate(
+        "m => ({ready: m.readyState, duration: m.duration, error: m.error && m.error.message,"
+        " width: m.videoWidth || 0})")
+    assert state["error"] is None, state
+    assert state["ready"] >= 1 and state["duration"] > 0, state
+    return state
+
+
+async def test_video_and_voice_messages_play_inline(server: ServerProcess, browser: Browser) -> None:  # noqa: F811
+    # The page may play media from blob: URLs (and nothing else from outside).
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/") as res:
+        csp = res.headers["Content-Security-Policy"]
+    assert "media-src 'self' blob:" in csp
+    ctx_a, alice = await new_page(browser)
+    ctx_b, bob = await new_page(browser)
+    for ctx in (ctx_a, ctx_b):
+        await ctx.add_init_script(CSP_HOOK)
+    alice_csp, bob_csp = watch_csp(alice), watch_csp(bob)
+    alice_handle = await signup(alice, server.url, "alice")
+    bob_handle = await signup(bob, server.url, "bob")
+    await open_direct_with(alice, bob_handle)
+    await open_direct_with(bob, alice_handle)
+
+    clip = await webm_clip(alice)
+    await alice.set_input_files("#file-input", files=[png_file("hike.webm", clip, "video/webm")])
+    await alice.locator("#dialog form [name=caption]").fill("The summit, moving")
+    await alice.locator("#dialog form button[type=submit]").click()
+    await alice.set_input_files("#file-input", files=[png_file("voice.wav", wav_tone(1.0), "audio/wav")])
+    await alice.locator("#dialog form [name=caption]").fill("Listen to this")
+    await alice.locator("#dialog form button[type=submit]").click()
+
+    # Both ends play them inline: the server detected video/webm and audio/wav, the page fetched
+    # them with the token into blob: URLs and the media elements loaded their metadata.
+    for page in (alice, bob):
+        video = message(page, "The summit, moving").locator("video.media-video")
+        state = await wait_media_loaded(video)
+        assert state["width"] == 64
+        assert await video.evaluate("v => v.controls")
+        dur = message(page, "The summit, moving").locator(".media-duration")
+        await expect(dur).to_have_text(re.compile(r"^0:0[01]$"), timeout=T)
+        audio = message(page, "Listen to this").locator("audio.media-audio")
+        state = await wait_media_loaded(audio)
+        assert abs(state["duration"] - 1.0) < 0.05, state
+        # The voice message's length comes from the server (it parsed the WAV header).
+        await expect(message(page, "Listen to this").locator(".media-duration")).to_have_text("0:01")
+    msgs = await bob.evaluate("[...window.dari.chat.timeline(window.dari.chat.chatId).msgs.values()]"
+                              ".filter(m => m.attachment)"
+                              ".map(m => [m.kind, m.attachment.type, m.attachment.duration_ms])")
+    assert sorted(map(tuple, msgs)) == [("video", "video/webm", None), ("voice", "audio/wav", 1000)]
+
+    # A new message rebuilds the list: the players are carried over, position and all.
+    audio = message(bob, "Listen to this").locator("audio.media-audio")
+    await audio.evaluate("a => { a.currentTime = 0.5; a.dataset.marked = 'yes'; }")
+    await send(alice, "did it play?")
+    await expect(message(bob, "did it play?")).to_be_visible(timeout=T)
+    assert await audio.evaluate("a => [a.dataset.marked, a.currentTime]") == ["yes", 0.5]
+
+    # The download button still saves the original file.
+    async with bob.expect_download() as dl:
+        await message(bob, "Listen to this").locator("[data-act=download-media]").click()
+    assert (await dl.value).suggested_filename == "voice.wav"
+
+    for page, found in ((alice, alice_csp), (bob, bob_csp)):
+        assert not found and not await csp_events(page), (found, await csp_events(page))
+    assert not alice.errors and not bob.errors  # type: ignore[attr-defined]
