@@ -85,6 +85,11 @@ async def test_chat_board_notices_and_polls(make_user: Any) -> None:
     await alice.call("board.comment", post_id=post["post_id"], body="I'm in")
     edited = await bob.call("board.post_edit", post_id=post["post_id"], body="Bukhansan, 9am")
     assert edited["body"] == "Bukhansan, 9am" and len(edited["comments"]) == 1
+    for bad in ({"title": "   "}, {"body": "a\x00b"}):
+        with pytest.raises(DariError) as e:
+            await bob.call("board.post_edit", post_id=post["post_id"], **bad)
+        assert e.value.code == "invalid_params"
+    assert (await bob.call("board.post", post_id=post["post_id"]))["title"] == edited["title"]
     with pytest.raises(DariError) as e:
         await alice.call("board.post_edit", post_id=post["post_id"], title="mine")
     assert e.value.code == "forbidden"

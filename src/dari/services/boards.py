@@ -284,6 +284,8 @@ class Boards:
         return await self.core.db.write(fn)
 
     async def post_edit(self, caller: Caller, p: c.PostEdit) -> dict[str, Any]:
+        if (p.title is not None and not p.title.strip()) or "\x00" in (p.title or "") + (p.body or ""):
+            raise DariError(ErrorCode.INVALID_PARAMS, "a post needs a title, and no NUL characters")
         now = now_ms()
 
         def fn(tx: Tx) -> None:
