@@ -19,6 +19,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.conftest import ServerProcess
 from tests.test_web import (
     T,
+    add_friend,
     browser,  # noqa: F401  (the fixture)
     message,
     new_page,
@@ -26,7 +27,7 @@ from tests.test_web import (
     send,
     signup,
 )
-from tests.test_web_content import png_file
+from tests.test_web_content import blob_src, landscape_png, png_file
 
 
 def wav_tone(seconds: float = 1.0, rate: int = 8000) -> bytes:
@@ -155,4 +156,92 @@ async def test_video_and_voice_messages_play_inline(server: ServerProcess, brows
 
     for page, found in ((alice, alice_csp), (bob, bob_csp)):
         assert not found and not await csp_events(page), (found, await csp_events(page))
+    assert not alice.errors and not bob.errors  # type: ignore[attr-defined]
+
+
+async def test_story_edit_and_delete_seen_by_a_friend(server: ServerProcess, browser: Browser) -> None:  # noqa: F811
+    _, alice = await new_page(browser, height=1000)
+    _, bob = await new_page(browser, height=1000)
+    alice_handle = await signup(alice, server.url, "alice")
+    bob_handle = await signup(bob, server.url, "bob")
+    await add_friend(alice, bob_handle)
+    await alice.keyboard.press("Escape")
+    await add_friend(bob, alice_handle)
+    await bob.keyboard.press("Escape")
+
+    await alice.click("[data-tab=stories]")
+    form = alice.locator("#story-form")
+    await form.locator("[name=text]").fill("Packing for Jirisan")
+    await alice.set_input_files("#story-file", files=[png_file("bag.png", landscape_png(400, 300))])
+    await form.locator("button[type=submit]").click()
+    card = alice.locator("#story-feed .story-card").first
+    await expect(card.locator(".story-text")).to_have_text("Packing for Jirisan", timeout=T)
+
+    await bob.click("[data-tab=stories]")
+    bcard = bob.locator("#story-feed .story-card", has=bob.locator(".story-author", has_text="Alice"))
+    await expect(bcard.locator(".story-text")).to_have_text("Packing for Jirisan", timeout=T)
+    assert await bcard.locator("[data-act=edit]").count() == 0   # not Bob's to edit
+    assert await bcard.locator("[data-act=delete]").count() == 0
+
+    # Alice edits in place: new text, the old photo replaced by two new ones, public.
+    await card.locator("[data-act=edit]").click()
+    editor = card.locator(".story-edit")
+    await expect(editor.locator("[name=text]")).to_have_value("Packing for Jirisan")
+    await expect(editor.locator("[name=visibility]")).to_have_value("friends")
+    await expect(editor.locator(".story-photo-pick")).to_have_count(1)
+    # Emptying it is refused with a message, before anything is sent.
+    await editor.locator("[name=text]").fill("  ")
+    await editor.locator("[data-act=edit-remove]").click()
+    await editor.locator("button[type=submit]").click()
+    await expect(editor.locator(".form-error")).to_have_text("Write something or add a photo.")
+    await editor.locator("[name=text]").fill("Packed! Leaving for Jirisan at 5am 🎒")
+    await alice.set_input_files(".story-edit input[type=file]", files=[
+        png_file("map.png", landscape_png(500, 300)), png_file("boots.png", landscape_png(300, 300))])
+    await expect(editor.locator(".story-photo-pick img")).to_have_count(2)
+    await editor.locator("[name=visibility]").select_option("public")
+    await editor.locator("button[type=submit]").click()
+    await expect(card.locator(".story-edit")).to_have_count(0, timeout=T)
+    await expect(card.locator(".story-text")).to_have_text("Packed! Leaving for Jirisan at 5am 🎒")
+    await expect(card.locator(".story-photo img")).to_have_count(2)
+    await blob_src(card.locator(".story-photo img").first)
+    await expect(card.locator(".story-head")).to_contain_text("Public")
+    await expect(card.locator(".story-head")).to_contain_text("edited")
+
+    # Bob's page shows the edit once it reloads the feed: text, both photos, public, edited.
+    await bob.reload()
+    await expect(bob.locator("#conn")).to_have_attribute("data-state", "connected", timeout=T)
+    await bob.click("[data-tab=stories]")
+    await expect(bcard.locator(".story-text")).to_have_text("Packed! Leaving for Jirisan at 5am 🎒", timeout=T)
+    await expect(bcard.locator(".story-photo img")).to_have_count(2)
+    for i in range(2):
+        await blob_src(bcard.locator(".story-photo img").nth(i))
+    await expect(bcard.locator(".story-head")).to_contain_text("edited")
+    await expect(bcard.locator(".story-head")).to_contain_text("Public")
+
+    # Only me: it leaves Bob's feed. Alice's own page still has it after a reload.
+    await card.locator("[data-act=edit]").click()
+    await card.locator(".story-edit [name=visibility]").select_option("only_me")
+    await card.locator(".story-edit button[type=submit]").click()
+    await expect(card.locator(".story-head")).to_contain_text("Only me", timeout=T)
+    await bob.locator("[data-tab=chats]").click()
+    await bob.reload()
+    await expect(bob.locator("#conn")).to_have_attribute("data-state", "connected", timeout=T)
+    await bob.click("[data-tab=stories]")
+    await expect(bob.locator("#story-empty")).to_be_visible(timeout=T)
+    await expect(bcard).to_have_count(0)
+    await alice.reload()
+    await expect(alice.locator("#conn")).to_have_attribute("data-state", "connected", timeout=T)
+    await alice.click("[data-tab=stories]")
+    await expect(card.locator(".story-text")).to_have_text("Packed! Leaving for Jirisan at 5am 🎒", timeout=T)
+    await expect(card.locator(".story-head")).to_contain_text("Only me")
+
+    # Delete: after confirming, the card is gone, and stays gone after a reload.
+    await card.locator("[data-act=delete]").click()
+    await alice.locator(".confirm-ok").click()
+    await expect(alice.locator("#story-feed .story-card")).to_have_count(0, timeout=T)
+    await alice.reload()
+    await expect(alice.locator("#conn")).to_have_attribute("data-state", "connected", timeout=T)
+    await alice.click("[data-tab=stories]")
+    await expect(alice.locator("#story-empty")).to_be_visible(timeout=T)
+    await expect(alice.locator("#story-feed .story-card")).to_have_count(0)
     assert not alice.errors and not bob.errors  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ export class Stories {
     this.profile = null; // null: the feed; else the user whose posts are shown
     this.photos = []; // composer: [{file, url}]
     this.viewed = new Set();
+    this.edit = null; // editing one of your stories: {id, keep: [media], files: [{file, url, blob}], node}
     this.loaded = false;
     this.loading = false;
     this.feedEl = $("#story-feed");
@@ -44,7 +45,10 @@ export class Stories {
     $("#btn-close-friends").addEventListener("click", () => this.editCloseFriends());
     $("#story-more").addEventListener("click", () => this.loadPage());
     this.feedEl.addEventListener("click", (ev) => this.onClick(ev));
-    this.feedEl.addEventListener("submit", (ev) => this.onCommentSubmit(ev));
+    this.feedEl.addEventListener("submit", (ev) => {
+      if (ev.target.closest(".story-edit")) { ev.preventDefault(); this.saveEdit(ev.target.closest(".story-edit")); }
+      else this.onCommentSubmit(ev);
+    });
   }
 
   show() {
@@ -130,16 +134,14 @@ export class Stories {
         el("span.muted.small", {}, el("time", { datetime: new Date(s.created_at).toISOString(), text: formatShort(s.created_at) }),
           " · ", el("span", { title: t(`stories.vis_${s.visibility}`), text: `${VIS_ICON[s.visibility] || ""} ${t(`stories.vis_${s.visibility}`)}` }),
           s.edited_at ? ` · ${t("message.edited")}` : "")),
-      mine ? el("button.link.small.danger-text", { type: "button", dataset: { act: "delete" }, text: t("stories.delete") }) : null));
-    if (s.text) card.append(el("p.story-text", { text: s.text }));
-    if (s.media.length) {
-      const grid = el(`div.story-grid.n${Math.min(s.media.length, 4)}`);
-      s.media.forEach((m, i) => {
-        grid.append(el("button.story-photo", { type: "button", dataset: { act: "photo", idx: i }, "aria-label": t("media.open_photo") },
-          // One photo is shown large: the full picture; a grid uses the thumbnails.
-          this.app.media.img(m.blob_id, { thumb: s.media.length > 1 && !!m.thumbnail_id, alt: "" })));
-      });
-      card.append(grid);
+      mine ? el("div.story-own", {},
+        el("button.link.small", { type: "button", dataset: { act: "edit" }, text: t("stories.edit") }),
+        el("button.link.small.danger-text", { type: "button", dataset: { act: "delete" }, text: t("stories.delete") })) : null));
+    if (this.edit?.id === s.story_id) {
+      card.append(this.edit.node);
+    } else {
+      if (s.text) card.append(el("p.story-text", { text: s.text }));
+      if (s.media.length) card.append(this.grid(s.media));
     }
     card.append(el("footer.story-foot", {},
       el(`button.story-like${s.liked ? ".on" : ""}`, { type: "button", dataset: { act: "like" },
@@ -151,6 +153,42 @@ export class Stories {
       el("span.story-views.muted.small", { text: t("stories.views", { n: s.views }) })));
     card.append(el("section.story-comments", { hidden: true }));
     return card;
+  }
+
+  grid(media) {
+    const grid = el(`div.story-grid.n${Math.min(media.length, 4)}`);
+    media.forEach((m, i) => {
+      if ((m.type || "").startsWith("video/")) {
+        grid.append(el("div.story-video", {}, this.app.media.player(m, "video")));
+        return;
+      }
+      grid.append(el("button.story-photo", { type: "button", dataset: { act: "photo", idx: i }, "aria-label": t("media.open_photo") },
+        // One photo is shown large: the full picture; a grid uses the thumbnails.
+        this.app.media.img(m.blob_id, { thumb: media.length > 1 && !!m.thumbnail_id, alt: "" })));
+    });
+    return grid;
+  }
+
+  // Re-render one card (its text, photos or visibility changed), keeping its open comments.
+  replaceCard(id) {
+    const old = this.feedEl.querySelector(`[data-story-id="${id}"]`);
+    const s = this.stories.get(id);
+    if (!old || !s) return;
+    const node = this.card(s);
+    const box = old.querySelector(".story-comments");
+    node.querySelector(".story-comments").replaceWith(box);
+    node.querySelector(".story-comment-btn").setAttribute("aria-expanded", String(!box.hidden));
+    this.observer.unobserve(old);
+    old.replaceWith(node);
+    this.observer.observe(node);
+    this.app.media.scheduleSweep();
+  }
+
+  removeStory(id) {
+    if (this.edit?.id === id) this.cancelEdit();
+    this.stories.delete(id);
+    this.order = this.order.filter((x) => x !== id);
+    this.render();
   }
 
   patchCounts(id) {
@@ -176,8 +214,16 @@ export class Stories {
       this.viewed.add(id);
       this.session.call("story.get", { story_id: id }).then((s) => {
         const have = this.stories.get(id);
-        if (have) { Object.assign(have, s); this.patchCounts(id); }
-      }).catch(() => this.viewed.delete(id));
+        if (!have) return;
+        // The author may have edited it since the feed was loaded: show the new text and photos.
+        const changed = have.edited_at !== s.edited_at || have.visibility !== s.visibility;
+        Object.assign(have, s);
+        if (changed && this.edit?.id !== id) this.replaceCard(id);
+        else this.patchCounts(id);
+      }).catch((err) => {
+        this.viewed.delete(id);
+        if (err.code === "not_found") this.removeStory(id); // deleted, or no longer shared with you
+      });
     }
   }
 
@@ -226,14 +272,109 @@ export class Stories {
         case "delete":
           if (!(await confirmDialog(t("stories.delete_confirm"), { ok: t("stories.delete"), danger: true }))) return;
           await this.session.call("story.delete", { story_id: id });
-          this.stories.delete(id);
-          this.order = this.order.filter((x) => x !== id);
-          this.render();
+          this.removeStory(id);
           break;
+        case "edit": this.startEdit(id); break;
+        case "edit-cancel": this.cancelEdit(); this.replaceCard(id); break;
+        case "edit-add-photo": this.edit.node.querySelector("input[type=file]").click(); break;
+        case "edit-remove": {
+          const i = Number(btn.dataset.idx);
+          if (btn.dataset.kind === "keep") this.edit.keep.splice(i, 1);
+          else URL.revokeObjectURL(this.edit.files.splice(i, 1)[0].url);
+          this.renderEditPhotos();
+          break;
+        }
         default: break;
       }
     } catch (err) {
       toast(errorText(err), { kind: "error" });
+    }
+  }
+
+  // -- editing your own story: text, photos and visibility in place --------------------------
+  startEdit(id) {
+    const s = this.stories.get(id);
+    if (!s) return;
+    const prev = this.edit?.id;
+    this.cancelEdit();
+    if (prev !== undefined && prev !== id) this.replaceCard(prev);
+    const file = el("input", { type: "file", accept: "image/*", multiple: true, hidden: true });
+    const form = el("form.story-edit", { novalidate: true, "aria-label": t("stories.edit_title") },
+      el("textarea", { name: "text", rows: "3", maxlength: "20000", "aria-label": t("stories.placeholder") }),
+      el("ul.story-photos"),
+      el("div.row-between.story-tools", {},
+        el("div.row-left", {},
+          el("button.secondary.small", { type: "button", dataset: { act: "edit-add-photo" }, text: t("stories.add_photos") }),
+          file,
+          el("select.vis-select", { name: "visibility", "aria-label": t("stories.visibility") },
+            ["friends", "close_friends", "public", "only_me"].map((v) =>
+              el("option", { value: v, text: t(`stories.vis_${v}`), selected: v === s.visibility })))),
+        el("div.row-left", {},
+          el("button.secondary.small", { type: "button", dataset: { act: "edit-cancel" }, text: t("common.cancel") }),
+          el("button.primary.small", { type: "submit", text: t("common.save") }))),
+      el("p.form-error", { role: "alert" }));
+    form.elements.text.value = s.text;
+    file.addEventListener("change", () => {
+      for (const f of file.files) {
+        if (this.edit.keep.length + this.edit.files.length >= 10) break;
+        this.edit.files.push({ file: f, url: URL.createObjectURL(f), blob: null });
+      }
+      file.value = "";
+      this.renderEditPhotos();
+    });
+    this.edit = { id, keep: [...s.media], files: [], node: form };
+    this.renderEditPhotos();
+    this.replaceCard(id);
+    form.elements.text.focus();
+  }
+
+  renderEditPhotos() {
+    const ed = this.edit;
+    const remove = (kind, i) => el("button.icon.small", { type: "button", dataset: { act: "edit-remove", kind, idx: i },
+      "aria-label": t("stories.remove_photo"), text: "×" });
+    ed.node.querySelector(".story-photos").replaceChildren(
+      ...ed.keep.map((m, i) => el("li.story-photo-pick", {},
+        this.app.media.img(m.blob_id, { thumb: !!m.thumbnail_id, alt: "" }), remove("keep", i))),
+      ...ed.files.map((p, i) => el("li.story-photo-pick", {}, el("img", { src: p.url, alt: "" }), remove("new", i))));
+  }
+
+  cancelEdit() {
+    if (!this.edit) return;
+    this.edit.files.forEach((p) => URL.revokeObjectURL(p.url));
+    this.edit = null;
+  }
+
+  async saveEdit(form) {
+    const ed = this.edit;
+    const s = ed && this.stories.get(ed.id);
+    if (!s) return;
+    const errBox = $(".form-error", form);
+    errBox.textContent = "";
+    const text = form.elements.text.value.trim();
+    if (!text && !ed.keep.length && !ed.files.length) { errBox.textContent = t("stories.empty_post"); return; }
+    const btn = form.querySelector("button[type=submit]");
+    setBusy(btn, true);
+    try {
+      const params = { story_id: ed.id, text, visibility: form.elements.visibility.value };
+      const same = ed.files.length === 0 && ed.keep.length === s.media.length
+        && ed.keep.every((m, i) => m.blob_id === s.media[i].blob_id);
+      if (!same) {
+        for (const [i, p] of ed.files.entries()) {
+          btn.textContent = t("stories.uploading", { i: i + 1, n: ed.files.length });
+          p.blob ??= await this.app.media.upload(p.file, { id: `story-edit-${i}`, file: p.file, sent: 0 });
+        }
+        params.media = [...ed.keep.map((m) => m.blob_id), ...ed.files.map((p) => p.blob.blob_id)];
+      }
+      const updated = await this.session.call("story.edit", params);
+      if (this.edit !== ed) return;
+      this.cancelEdit();
+      this.stories.set(ed.id, updated);
+      this.replaceCard(ed.id);
+    } catch (err) {
+      errBox.textContent = errorText(err);
+    } finally {
+      setBusy(btn, false);
+      btn.textContent = t("common.save");
     }
   }
 
