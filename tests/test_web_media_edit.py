@@ -10,13 +10,16 @@ import io
 import math
 import re
 import struct
+import uuid
 import wave
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 from playwright.async_api import Browser, Page, expect
 
-from tests.conftest import ServerProcess
+from dari.client import Client
+from tests.conftest import PASSWORD, ServerProcess
 from tests.test_web import (
     T,
     add_friend,
@@ -28,6 +31,8 @@ from tests.test_web import (
     signup,
 )
 from tests.test_web_content import blob_src, landscape_png, png_file
+
+MakeUser = Callable[..., Any]
 
 
 def wav_tone(seconds: float = 1.0, rate: int = 8000) -> bytes:
@@ -245,3 +250,109 @@ async def test_story_edit_and_delete_seen_by_a_friend(server: ServerProcess, bro
     await expect(alice.locator("#story-empty")).to_be_visible(timeout=T)
     await expect(alice.locator("#story-feed .story-card")).to_have_count(0)
     assert not alice.errors and not bob.errors  # type: ignore[attr-defined]
+
+
+async def test_board_post_edit_and_delete(server_factory: Callable[..., ServerProcess],
+                                          browser: Browser) -> None:  # noqa: F811
+    op_handle = f"op_{uuid.uuid4().hex[:6]}"
+    srv = server_factory(extra_env={"DARI_ADMIN_HANDLES": op_handle})
+    op, bob = Client(srv.url), Client(srv.url)
+    await op.signup(op_handle, "Operator", PASSWORD)
+    await bob.signup(f"bob_{uuid.uuid4().hex[:6]}", "Bob", PASSWORD)
+    try:
+        board = await op.call("admin.board_create", slug="free", title="Free board")
+        _, alice = await new_page(browser)
+        alice_handle = await signup(alice, srv.url, "alice")
+
+        # A public board: Alice writes, edits (an empty title is refused), and deletes her post.
+        await alice.click("[data-tab=boards]")
+        host = alice.locator("#public-board")
+        await host.locator(".board-head button", has_text="Write").click()
+        await host.locator(".board-write [name=title]").fill("Jirisan in one day?")
+        await host.locator(".board-write [name=body]").fill("Is it possible by bus from Seoul?")
+        await host.locator(".board-write button[type=submit]").click()
+        post = host.locator(".board-post")
+        await expect(post.locator(".post-title")).to_have_text("Jirisan in one day?", timeout=T)
+        await host.locator(".post-actions .post-edit").click()
+        form = host.locator(".board-write")
+        await expect(form.locator("h3")).to_have_text("Edit post")
+        await expect(form.locator("[name=title]")).to_have_value("Jirisan in one day?")
+        await expect(form.locator("[name=body]")).to_have_value("Is it possible by bus from Seoul?")
+        assert await form.locator("[name=with_poll]").count() == 0   # a poll is not edited afterwards
+        await form.locator("[name=title]").fill("   ")
+        await form.locator("button[type=submit]").click()
+        await expect(form.locator(".form-error")).to_have_text("Write a title.")
+        await form.locator("[name=title]").fill("Jirisan in one day? (solved)")
+        await form.locator("[name=body]").fill("Yes: the 23:00 night bus to Baengmudong.")
+        await form.locator("button[type=submit]").click()
+        await expect(post.locator(".post-title")).to_have_text("Jirisan in one day? (solved)", timeout=T)
+        await expect(post.locator(".post-body")).to_have_text("Yes: the 23:00 night bus to Baengmudong.")
+        await expect(post.locator(".post-meta")).to_contain_text("edited")
+        listing = await bob.call("board.posts", board_id=board["board_id"])
+        assert [p["title"] for p in listing["posts"]] == ["Jirisan in one day? (solved)"]
+        seen = await bob.call("board.post", post_id=listing["posts"][0]["post_id"])
+        assert seen["body"] == "Yes: the 23:00 night bus to Baengmudong." and seen["edited_at"]
+        # Bob's own post shows no edit or delete buttons to Alice, only a report link.
+        other = await bob.call("board.post_create", board_id=board["board_id"], title="Bob's question", body="?")
+        await host.locator(".post-actions button", has_text="List").click()
+        await host.locator(".b-link", has_text="Bob's question").click()
+        await expect(post.locator(".post-title")).to_have_text("Bob's question", timeout=T)
+        await expect(host.locator(".post-actions .post-edit")).to_have_count(0)
+        await expect(host.locator(".post-actions .post-delete")).to_have_count(0)
+        await host.locator(".post-actions button", has_text="List").click()
+        await host.locator(".b-link", has_text="Jirisan in one day? (solved)").click()
+        await expect(post.locator(".post-title")).to_have_text("Jirisan in one day? (solved)", timeout=T)
+        await host.locator(".post-actions .post-delete").click()
+        await host.locator(".post-confirm .confirm-cancel").click()     # changed her mind: nothing happens
+        await expect(host.locator(".post-confirm")).to_have_count(0)
+        await expect(post.locator(".post-title")).to_have_text("Jirisan in one day? (solved)")
+        await host.locator(".post-actions .post-delete").click()
+        await host.locator(".post-confirm .confirm-ok").click()
+        await expect(host.locator(".board-table .b-link")).to_have_text(["Bob's question"], timeout=T)
+        listing = await bob.call("board.posts", board_id=board["board_id"])
+        assert [p["post_id"] for p in listing["posts"]] == [other["post_id"]]
+
+        # A chat's board: Alice owns the chat, so she may delete Bob's post there (not edit it).
+        me = await alice.evaluate("window.dari.session.user.user_id")
+        await add_friend(alice, bob.user["handle"])
+        await alice.keyboard.press("Escape")
+        await bob.call("friend.add", handle=alice_handle)
+        chat = await alice.evaluate("(ids) => window.dari.session.call('chat.create_group',"
+                                    " {title: 'Jirisan trip', member_ids: ids})", [bob.user["user_id"]])
+        assert chat["owner_id"] == me
+        cboard = await bob.call("board.get", chat_id=chat["chat_id"])
+        await bob.call("board.post_create", board_id=cboard["board_id"], title="Bus tickets", body="I'll buy them")
+        await alice.click("[data-tab=chats]")
+        await alice.locator(".chat-item", has_text="Jirisan trip").click()
+        await alice.click("#btn-chat-info")
+        await alice.locator("#dialog .board-btn").click()
+        chost = alice.locator("#dialog .board-host")
+        await chost.locator(".b-link", has_text="Bus tickets").click()
+        await expect(chost.locator(".post-title")).to_have_text("Bus tickets", timeout=T)
+        await expect(chost.locator(".post-actions .post-edit")).to_have_count(0)
+        # Alice's own post in the chat board: edit it from the page.
+        await chost.locator(".post-actions button", has_text="List").click()
+        await chost.locator(".board-head button", has_text="Write").click()
+        await chost.locator(".board-write [name=title]").fill("Meeting point")
+        await chost.locator(".board-write button[type=submit]").click()
+        await expect(chost.locator(".post-title")).to_have_text("Meeting point", timeout=T)
+        await chost.locator(".post-actions .post-edit").click()
+        await chost.locator(".board-write [name=body]").fill("Dong Seoul bus terminal, gate 3")
+        await chost.locator(".board-write button[type=submit]").click()
+        await expect(chost.locator(".post-body")).to_have_text("Dong Seoul bus terminal, gate 3", timeout=T)
+        posts = await bob.call("board.posts", board_id=cboard["board_id"])
+        mine = next(p for p in posts["posts"] if p["title"] == "Meeting point")
+        assert (await bob.call("board.post", post_id=mine["post_id"]))["body"] == "Dong Seoul bus terminal, gate 3"
+        # Back to Bob's post: the owner deletes it.
+        await chost.locator(".post-actions button", has_text="List").click()
+        await chost.locator(".b-link", has_text="Bus tickets").click()
+        await expect(chost.locator(".post-title")).to_have_text("Bus tickets", timeout=T)
+        await chost.locator(".post-actions .post-delete").click()
+        await chost.locator(".post-confirm .confirm-ok").click()
+        await expect(chost.locator(".board-table .b-link")).to_have_text(["Meeting point"], timeout=T)
+        assert [p["title"] for p in (await bob.call("board.posts", board_id=cboard["board_id"]))["posts"]] == [
+            "Meeting point"]
+        assert not alice.errors  # type: ignore[attr-defined]
+    finally:
+        await op.close()
+        await bob.close()

@@ -3,7 +3,7 @@
 // (number, title [comments], author or masked IP, date, views; numbered pages; search).
 
 import { formatShort, t } from "./i18n.js";
-import { $, confirmDialog, dialog, el, errorText, setBusy, toast } from "./ui.js";
+import { $, dialog, el, errorText, setBusy, toast } from "./ui.js";
 
 const PER_PAGE = 20;
 const PAGE_LINKS = 10;
@@ -139,11 +139,10 @@ class BoardView {
           p.pinned = (await this.session.call("board.pin", { post_id: postId, pinned: !p.pinned })).pinned;
           this.renderPost();
         }) }) : null,
-      mine ? el("button.danger.small", { type: "button", text: t("stories.delete"), onclick: this.guard(async () => {
-        if (!(await confirmDialog(t("boards.delete_confirm"), { ok: t("stories.delete"), danger: true }))) return;
-        await this.session.call("board.post_delete", { post_id: postId });
-        this.list();
-      }) }) : el("button.link.small", { type: "button", text: t("boards.report"), onclick: () => this.report("board_post", postId) }));
+      mine ? el("button.secondary.small.post-edit", { type: "button", text: t("boards.edit"), onclick: () => this.write(p) }) : null,
+      mine || this.mayDelete() ? el("button.danger.small.post-delete", { type: "button", text: t("stories.delete"),
+        onclick: () => this.confirmDelete(actions, postId) }) : null,
+      mine ? null : el("button.link.small", { type: "button", text: t("boards.report"), onclick: () => this.report("board_post", postId) }));
     const comments = el("section.post-comments", { "aria-label": t("boards.comments_aria", { n: p.comments.length }) },
       el("h4.small-head", { text: t("boards.comments_aria", { n: p.comments.length }) }),
       el("ul.plain-list.comments", {}, p.comments.map((c) => el("li.comment", {},
@@ -175,6 +174,26 @@ class BoardView {
     if (this.board.kind !== "chat") return false;
     const owner = this.app.chat.details.get(this.board.chat_id)?.owner_id;
     return !!p.author?.mine || owner === this.session.user?.user_id;
+  }
+
+  // Asked in place, not in a modal: a chat's board is itself shown in the (single) dialog.
+  confirmDelete(actions, postId) {
+    if (actions.nextElementSibling?.classList.contains("post-confirm")) return;
+    const box = el("div.post-confirm", { role: "alertdialog", "aria-label": t("boards.delete_confirm") },
+      el("span", { text: t("boards.delete_confirm") }),
+      el("button.secondary.small.confirm-cancel", { type: "button", text: t("common.cancel"), onclick: () => box.remove() }),
+      el("button.danger.small.confirm-ok", { type: "button", text: t("stories.delete"), onclick: this.guard(async () => {
+        await this.session.call("board.post_delete", { post_id: postId });
+        this.list();
+      }) }));
+    actions.after(box);
+    box.querySelector(".confirm-cancel").focus();
+  }
+
+  // The chat's owner may delete any post of the chat's board (operators too: the server decides).
+  mayDelete() {
+    if (this.board.kind !== "chat") return false;
+    return this.app.chat.details.get(this.board.chat_id)?.owner_id === this.session.user?.user_id;
   }
 
   renderPoll(p) {
@@ -209,14 +228,15 @@ class BoardView {
     return form;
   }
 
-  write() {
+  // The write form; given a post (yours), it edits that post's title and body instead.
+  write(editing = null) {
     const form = el("form.board-write.stack", { novalidate: true },
-      el("h3", { text: t("boards.write") }),
+      el("h3", { text: t(editing ? "boards.edit_title" : "boards.write") }),
       el("label.field", {}, el("span", { text: t("boards.col_title") }), el("input", { name: "title", maxlength: "200", required: true })),
       el("label.field", {}, el("span", { text: t("boards.body") }), el("textarea", { name: "body", rows: "8", maxlength: "20000" })),
-      this.board.kind === "chat" ? el("label.check", {}, el("input", { type: "checkbox", name: "pinned" }), el("span", { text: t("boards.as_notice") })) : null,
-      el("label.check", {}, el("input", { type: "checkbox", name: "with_poll" }), el("span", { text: t("boards.add_poll") })),
-      el("fieldset.poll-fields", { hidden: true }, el("legend", { text: t("boards.poll") }),
+      this.board.kind === "chat" && !editing ? el("label.check", {}, el("input", { type: "checkbox", name: "pinned" }), el("span", { text: t("boards.as_notice") })) : null,
+      editing ? null : el("label.check", {}, el("input", { type: "checkbox", name: "with_poll" }), el("span", { text: t("boards.add_poll") })),
+      editing ? null : el("fieldset.poll-fields", { hidden: true }, el("legend", { text: t("boards.poll") }),
         el("label.field", {}, el("span", { text: t("boards.poll_question") }), el("input", { name: "question", maxlength: "200" })),
         el("label.field", {}, el("span", { text: t("boards.poll_options") }), el("textarea", { name: "options", rows: "4" })),
         el("label.check", {}, el("input", { type: "checkbox", name: "multiple" }), el("span", { text: t("boards.poll_multiple") })),
@@ -224,14 +244,37 @@ class BoardView {
         el("label.field", {}, el("span", { text: t("boards.poll_deadline") }), el("input", { name: "deadline", type: "datetime-local" }))),
       el("p.form-error", { role: "alert" }),
       el("div.dlg-actions", {},
-        el("button.secondary", { type: "button", text: t("common.cancel"), onclick: () => this.list() }),
-        el("button.primary", { type: "submit", text: t("boards.publish") })));
-    form.with_poll.addEventListener("change", () => { $(".poll-fields", form).hidden = !form.with_poll.checked; });
+        el("button.secondary", { type: "button", text: t("common.cancel"), onclick: () => (editing ? this.renderPost() : this.list()) }),
+        el("button.primary", { type: "submit", text: t(editing ? "common.save" : "boards.publish") })));
+    form.with_poll?.addEventListener("change", () => { $(".poll-fields", form).hidden = !form.with_poll.checked; });
+    if (editing) {
+      form.title.value = editing.title;
+      form.body.value = editing.body;
+    }
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const errBox = $(".form-error", form);
       errBox.textContent = "";
       const btn = form.querySelector("button[type=submit]");
+      if (!form.title.value.trim()) {
+        errBox.textContent = t("boards.title_required");
+        form.title.focus();
+        return;
+      }
+      if (editing) {
+        setBusy(btn, true);
+        try {
+          this.current = await this.session.call("board.post_edit", { post_id: editing.post_id,
+            title: form.title.value.trim(), body: form.body.value });
+          this.postId = editing.post_id;
+          this.renderPost();
+        } catch (err) {
+          errBox.textContent = errorText(err);
+        } finally {
+          setBusy(btn, false);
+        }
+        return;
+      }
       const params = { board_id: this.board.board_id, title: form.title.value.trim(), body: form.body.value };
       if (form.pinned?.checked) params.pinned = true;
       if (form.with_poll.checked) {
