@@ -8,6 +8,7 @@ import { $, avatar, confirmDialog, dialog, el, errorText, toast } from "./ui.js"
 
 const PAGE = 50;
 const MAX_RENDERED = 160; // upper bound of message rows in the DOM
+const MAX_CACHED = 500; // upper bound of messages kept in memory per chat (scrolling refetches the rest)
 const EDGE_PX = 400; // how close to an edge before paging
 const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
 
@@ -32,6 +33,28 @@ class Timeline {
       while (i > 0 && this.seqs[i - 1] > msg.seq) i--;
       this.seqs.splice(i, 0, msg.seq);
     }
+  }
+
+  // Keep at most MAX_CACHED messages around the rendered window [lo, hi]: drop from whichever end has
+  // more to spare, so that memory does not grow with the number of messages scrolled through.
+  trim(lo, hi) {
+    const n = this.seqs.length;
+    if (n <= MAX_CACHED) return;
+    const iLo = Math.max(0, this.seqs.indexOf(lo));
+    let iHi = this.seqs.indexOf(hi);
+    if (iHi < iLo) iHi = n - 1;
+    let a = 0;
+    let b = n; // keep seqs[a, b)
+    while (b - a > MAX_CACHED) {
+      if (iLo - a > b - 1 - iHi) a++;
+      else if (b - 1 > iHi) b--;
+      else break;
+    }
+    for (let i = 0; i < a; i++) this.msgs.delete(this.seqs[i]);
+    for (let i = b; i < n; i++) this.msgs.delete(this.seqs[i]);
+    if (a > 0) this.hasOlder = true;
+    if (b < n) this.atLatest = false; // live messages are fetched again when scrolling down
+    this.seqs = this.seqs.slice(a, b);
   }
 
   reset() {
@@ -516,6 +539,7 @@ export class ChatView {
       const count = tl.seqs.filter((s) => s >= lo && s <= hi).length;
       if (count > MAX_RENDERED) hi = tl.seqs[tl.seqs.indexOf(lo) + MAX_RENDERED - 1];
       this.win = { lo, hi };
+      tl.trim(lo, hi);
       this.renderWindow();
       return;
     }
@@ -545,6 +569,7 @@ export class ChatView {
       const count = tl.seqs.filter((s) => s >= lo && s <= hi).length;
       if (count > MAX_RENDERED) lo = tl.seqs[tl.seqs.indexOf(hi) - MAX_RENDERED + 1];
       this.win = { lo, hi };
+      tl.trim(lo, hi);
       this.renderWindow();
       return;
     }
@@ -629,7 +654,10 @@ export class ChatView {
     }
     tl.put(msg);
     if (chat) this.app.cacheTimeline(tl);
-    if (msg.chat_id !== this.chatId) return;
+    if (msg.chat_id !== this.chatId) {
+      tl.trim(msg.seq, msg.seq);
+      return;
+    }
     const wasBottom = this.isAtBottom();
     const showing = this.win && (this.win.hi === msg.seq - 1 || this.win.hi === null || this.win.hi >= msg.seq - 1);
     if (showing) {
@@ -639,6 +667,7 @@ export class ChatView {
       if (count > MAX_RENDERED && wasBottom) this.win.lo = tl.seqs[tl.seqs.length - MAX_RENDERED];
       if (this.win.lo === null) this.win.lo = msg.seq;
     }
+    if (this.win?.lo != null) tl.trim(this.win.lo, this.win.hi);
     const mine = msg.sender_id === this.me();
     this.requestRender({ bottom: wasBottom || mine });
     if (!wasBottom && !mine) $("#jump-latest").hidden = false;
