@@ -83,3 +83,41 @@ def test_bench_media_quick_reports_every_figure() -> None:
     thumbs = scenarios["thumbnails"]
     assert thumbs["images_per_s"] > 0 and thumbs["items"] == thumbs["jpegs"] + thumbs["pngs"]
     assert thumbs["jpeg_px"] and thumbs["png_px"] and thumbs["jpeg_avg_kb"] > 0 and thumbs["png_avg_kb"] > 0
+
+
+def test_bench_web_quick_reports_every_figure() -> None:
+    """`dari bench web --quick --json` (issue 8): the long chat opens, scrolls to its first message and back,
+    and the DOM and the message cache stay within the web client's bounds. Timings are not asserted."""
+    import os
+    import shutil
+
+    import pytest
+
+    if shutil.which("chromium") is None and os.environ.get("CI", "").lower() != "true":
+        pytest.skip("Debian's chromium is not installed")
+    done = subprocess.run([sys.executable, "-m", "dari.cli.main", "bench", "web", "--quick", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    r = json.loads(done.stdout)
+    assert r["messages"] == 1000 and r["last_seq"] >= 1000 and r["page_errors"] == []
+    assert r["last_visible"] is True
+    for key in ("open_cold_ms", "open_cold_cached_ms", "open_warm_ms"):
+        assert r[key]["runs"] == 3 and r[key]["timeouts"] == 0, (key, r[key])
+        assert r[key]["p50_ms"] is not None and r[key]["p99_ms"] >= r[key]["p50_ms"], key
+    up, down = r["scroll_up"], r["scroll_down"]
+    assert up["reached_beginning"] is True and up["first_rendered_seq"] == 1, up
+    assert down["reached_last"] is True, down
+    for entry in (up, down):
+        for key in ("ms", "frames", "fps", "max_frame_ms", "long_tasks", "long_task_ms"):
+            assert entry[key] is not None, key
+        assert entry["frames"] > 0
+    window, cache = r["max_rendered"], r["max_cached"]
+    assert window and cache and cache < r["messages"]
+    dom = r["dom"]
+    assert 0 < dom["max_rows_during_scroll"] <= window
+    for key in ("before", "at_beginning", "after"):
+        assert 0 < dom[key]["rows"] <= window, (key, dom[key])
+        assert 0 < dom[key]["cached_messages"] <= cache, (key, dom[key])
+        assert dom[key]["list_elements"] > dom[key]["rows"]
+        assert r["heap_mb"][key] > 0
+    assert dom["after"]["at_latest"] is True

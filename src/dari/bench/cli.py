@@ -32,16 +32,20 @@ def register(sub: Any) -> None:
     p.add_argument("--server", metavar="URL", help="bench a running server instead of starting one")
     p.add_argument("--server-pid", type=int, help="with --server: its PID, to report its CPU and memory")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("suite", nargs="?", choices=["failover", "detect", "media"],
+    p.add_argument("suite", nargs="?", choices=["failover", "detect", "web", "media"],
                    help="failover: time from a route cut (reset or blackhole) to the first message through the"
                         " next route, over --cuts repeated cuts; detect (root): in the censorship lab, time from a"
-                        " block to the first message through a fallback and to the incident opening; media: HTTP and"
-                        " WebSocket upload MB/s, HTTP download MB/s (whole and Range) and thumbnails/s, with an"
-                        " integrity check")
+                        " block to the first message through a fallback and to the incident opening; web: the web"
+                        " client in Chromium with a --messages long chat (open time, scrolling, DOM size, JS heap);"
+                        " media: HTTP and WebSocket upload MB/s, HTTP download MB/s (whole and Range) and"
+                        " thumbnails/s, with an integrity check")
     p.add_argument("--runs", type=int, default=1, help="detect: runs per scenario (default 1)")
     p.add_argument("--lab-scenario", action="append", dest="lab_scenarios", metavar="NAME",
                    help="detect: only this lab scenario (repeatable)")
     p.add_argument("--cuts", type=int, default=10, help="failover: how many cuts of each kind (default 10)")
+    p.add_argument("--messages", type=int, help="web: messages in the chat (default 10000, --quick 1000)")
+    p.add_argument("--opens", type=int, help="web: opens of each kind (cold, cold with cache, warm; default 7,"
+                                             " --quick 3)")
     p.set_defaults(func=_main)
 
 
@@ -95,7 +99,59 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    from dari.bench.machine import machine_info
+    from dari.bench.web import BrowserMissing, run_web
+
+    messages = args.messages or (1000 if args.quick else 10_000)
+    opens = args.opens or (3 if args.quick else 7)
+    try:
+        report = asyncio.run(run_web(max(1, messages), max(1, opens), server_url=args.server))
+    except BrowserMissing as exc:
+        print(f"dari bench web: {exc}", file=sys.stderr)
+        return 2
+    report["machine"] = machine_info()
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        _web_table(report)
+    ok = report["last_visible"] and report["scroll_up"]["reached_beginning"] and report["scroll_down"]["reached_last"]
+    return 0 if ok else 1
+
+
+def _web_table(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dari bench web: a 1:1 chat with {r['messages']:,} messages in Chromium")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, title in (("open_cold_ms", "open, cold (reload, no timeline cache)"),
+                       ("open_cold_cached_ms", "open, cold (reload, timeline cache)"),
+                       ("open_warm_ms", "open, warm (switch back)")):
+        o = r[key]
+        table.add_row(f"{title}: p50 / p99 ms", f"{_fmt(o['p50_ms'])} / {_fmt(o['p99_ms'])}")
+    for key, title in (("scroll_up", "scroll up to the beginning"), ("scroll_down", "scroll back down")):
+        s = r[key]
+        table.add_row(f"{title}: ms", _fmt(s["ms"]))
+        table.add_row(f"{title}: fps / longest frame ms", f"{_fmt(s['fps'])} / {_fmt(s['max_frame_ms'])}")
+        table.add_row(f"{title}: long tasks (total ms)", f"{s['long_tasks']} ({_fmt(s['long_task_ms'])})")
+    dom, heap = r["dom"], r["heap_mb"]
+    for key, title in (("before", "before scrolling"), ("at_beginning", "at the beginning"), ("after", "back down")):
+        table.add_row(f"{title}: rows / list elements / cached messages",
+                      f"{dom[key]['rows']} / {dom[key]['list_elements']:,} / {dom[key]['cached_messages']:,}")
+        table.add_row(f"{title}: JS heap MB (after GC)", _fmt(heap[key]))
+    table.add_row("most rows in the DOM while scrolling (window)",
+                  f"{dom['max_rows_during_scroll']} (MAX_RENDERED {r['max_rendered']})")
+    console = Console()
+    console.print(table)
+    console.print(f"setup {r['setup_s']} s ({_fmt(r['fill_messages_per_s'])} messages/s); load average"
+                  f" {r['load_avg']['before']} -> {r['load_avg']['after']}; page errors: {len(r['page_errors'])}")
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.suite == "web":
+        return _web(args)
     if args.suite == "failover":
         return _failover(args)
     if args.suite == "detect":
