@@ -177,3 +177,33 @@ async def test_client_that_stops_reading_is_dropped_then_resumes_without_loss(se
     finally:
         await back.close()
         await sender.close()
+
+
+async def test_resume_with_a_backlog_larger_than_the_send_cap_is_paced_not_dropped(server_factory) -> None:
+    """Away while more events piled up than one connection may have queued (send_buffer_frames): the
+    replay goes at the client's pace, so the resume succeeds the first time, with everything once."""
+    import aiohttp
+
+    srv = server_factory(extra_env={"DARI_SEND_BUFFER_FRAMES": "40"})
+    sender, away = Client(srv.url), Client(srv.url)
+    await sender.signup("busy_sender", "S", PASSWORD)
+    await away.signup("back_later", "B", PASSWORD)
+    chat = await sender.call("chat.open_direct", user_id=away.user["user_id"])
+    await away.wait_live(10)
+    away.drain_events()
+    token, cursor = away.token, away.cursor
+    await away.close()
+    sent = [await sender.send_message(chat["chat_id"], f"while away {i}") for i in range(300)]
+    back = Client(srv.url, token=token, cursor=cursor)
+    try:
+        await back.connect()
+        await back.wait_live(30)
+        got = [e.payload["seq"] for e in back.drain_events() if e.name == "message.new"]
+        assert got == [m["seq"] for m in sent]
+        async with aiohttp.ClientSession() as http:
+            metrics = await (await http.get(f"{srv.url}/metrics")).text()
+        assert "dari_slow_consumer_drops_total 0.0" in metrics
+        assert back.reconnects == 0
+    finally:
+        await back.close()
+        await sender.close()

@@ -28,6 +28,7 @@ class Settings:
     event_retention_max: int = 0        # 0: no count cap; else keep at most this many recent events
     prune_interval_s: float = 600.0     # how often old events are pruned
     send_buffer_frames: int = 10000     # per connection; a client this far behind is dropped to resume
+    socket_send_buffer: int = 0         # bytes of kernel send buffer per WebSocket (SO_SNDBUF); 0: autotuned
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456      # OWASP's Argon2id minimum; raise on real servers
     stream_port: int = 0                # length-prefixed frame stream (TLS when a cert is set); 0: off

@@ -48,6 +48,7 @@ class Channel:
         while out:
             self.unacked.append((self.next_n, out.popleft()))
             self.next_n += 1
+        self.session.drained()
 
 
 class LongPoll:

@@ -42,6 +42,7 @@ class Session:
         self.cursor = 0
         self.outbox: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
         self.closed = False
         self.close_code = 1000
         self.close_reason = ""
@@ -78,6 +79,7 @@ class Session:
         self.closed = True
         self.close_code, self.close_reason = code, reason
         self.wakeup.set()
+        self._drained.set()
         self.detach()
         if self.on_close:
             self.on_close()
@@ -150,13 +152,15 @@ class Session:
         self._replaying = True
         try:
             while not self.closed:
-                batch, more = await sync.replay(self.caller.user_id, self.cursor, REPLAY_PAGE)
+                batch, more = await sync.replay(self.caller.user_id, self.cursor, self._page())
                 for eid, etype, payload in batch:
                     if eid > self.cursor:
                         self.send(frames.encode_event(etype, payload, eid))
                         self.cursor = eid
                 if not more:
                     break
+                await self._room()
+            await self._release_held()
         except DariError as err:
             if err.code == ErrorCode.RESYNC_NEEDED:
                 self.close(CLOSE_TOO_SLOW, "missed too much: reconnect and resync")
@@ -165,6 +169,35 @@ class Session:
             held, self._held = self._held, []
             for frame, cursor in held:
                 self.push(frame, cursor)
+
+    def _page(self) -> int:
+        return max(1, min(REPLAY_PAGE, self.state.settings.send_buffer_frames // 2))
+
+    async def _room(self) -> None:
+        """Wait until the outbox is at most half full. A long catch-up then goes at the client's pace
+        instead of overflowing send_buffer_frames and being dropped again on every resume."""
+        half = self.state.settings.send_buffer_frames // 2
+        while len(self.outbox) > half and not self.closed:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def drained(self) -> None:
+        """Called by the transport each time it has taken everything queued in the outbox."""
+        self._drained.set()
+
+    async def _release_held(self) -> None:
+        """Send the live events that arrived during a replay, also at the client's pace."""
+        while self._held and not self.closed:
+            await self._room()
+            batch, self._held = self._held[:self._page()], self._held[self._page():]
+            for frame, cursor in batch:
+                if cursor is not None:
+                    if cursor <= self.cursor:
+                        continue
+                    self.cursor = cursor
+                self.send(frame)
+        self._held.clear()
+        self._replaying = False
 
     async def _open(self, rid: int | str, params: dict[str, Any]) -> None:
         p = m.parse_params(m.METHODS["session.open"], params)
@@ -183,7 +216,7 @@ class Session:
                 self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, self.cursor)))
             else:
                 # Validate the cursor before acknowledging, so resync_needed is the answer.
-                first, more = await sync.replay(caller.user_id, p.cursor, REPLAY_PAGE)
+                first, more = await sync.replay(caller.user_id, p.cursor, self._page())
                 self.cursor = p.cursor
                 self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, p.cursor)))
                 while True:
@@ -192,15 +225,13 @@ class Session:
                         self.cursor = eid
                     if not more or self.closed:
                         break
-                    first, more = await sync.replay(caller.user_id, self.cursor, REPLAY_PAGE)
+                    await self._room()
+                    first, more = await sync.replay(caller.user_id, self.cursor, self._page())
+            await self._release_held()
         except BaseException:
             self.state.hub.remove(self, caller.user_id, caller.device_id)
             self.caller = None
             self._held.clear()
             self._replaying = False
             raise
-        self._replaying = False
-        held, self._held = self._held, []
-        for frame, cursor in held:
-            self.push(frame, cursor)
         self.send(frames.encode_event("session.live", {"cursor": self.cursor}))

@@ -46,6 +46,7 @@ async def _writer(writer: asyncio.StreamWriter, session: Session) -> None:
             while outbox:
                 chunks.append(pack(outbox.popleft()))
             writer.write(b"".join(chunks))
+            session.drained()
             await writer.drain()
         if session.closed:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
             if not coalesce:
                 while outbox:
                     await ws.send_frame(outbox.popleft(), WSMsgType.TEXT)
+                session.drained()
                 continue
             assert transport is not None and protocol is not None
             if transport.is_closing():
@@ -65,6 +67,7 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
                 parts.append(_header(len(frame)))
                 parts.append(frame)
             transport.write(b"".join(parts))
+            session.drained()
             if transport.get_write_buffer_size() > _HIGH_WATER and protocol.writing_paused:
                 if not await _drained(protocol, session):
                     # Dropped for not reading (or closed) while its buffers are full: a clean close
@@ -103,6 +106,12 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     # check answers with a structured error for frames just over the cap.
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=limit * 4, compress=False)
     await ws.prepare(request)
+    if state.settings.socket_send_buffer > 0:
+        # Linux autotunes a socket's send buffer up to net.ipv4.tcp_wmem's maximum (4 MB): a client
+        # that stops reading can hold that much kernel memory before the outbox cap even starts.
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, state.settings.socket_send_buffer)
     session = Session(state, request.remote or "?", "ws")
     state.metrics.connections.inc()
     state.sessions.add(session)
