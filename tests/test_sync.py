@@ -207,3 +207,50 @@ async def test_resume_with_a_backlog_larger_than_the_send_cap_is_paced_not_dropp
     finally:
         await back.close()
         await sender.close()
+
+
+async def test_dropping_a_stopped_reader_mid_fanout_delivers_to_everyone_else(server_factory) -> None:
+    """A group member who stops reading is dropped while a message fans out: the sender still gets
+    every answer (none hangs) and the members who read get every message, in order."""
+    from dari.bench.wire import small_buffer_session
+    from dari.protocol import frames
+
+    srv = server_factory(extra_env={"DARI_SEND_BUFFER_FRAMES": "40", "DARI_SOCKET_SEND_BUFFER": "16384"})
+    sender, reader, stopper = Client(srv.url), Client(srv.url), Client(srv.url)
+    await sender.signup("fan_sender", "S", PASSWORD)
+    await reader.signup("fan_reader", "R", PASSWORD)
+    await stopper.signup("fan_stopper", "T", PASSWORD)
+    group = await sender.call("chat.create_group", title="fan",
+                              member_ids=[reader.user["user_id"], stopper.user["user_id"]])
+    token = stopper.token
+    await stopper.close()
+    http = small_buffer_session()   # a small TCP window: the kernel does not soak up megabytes
+    ws = await http.ws_connect(srv.url.replace("http", "ws") + "/ws", max_msg_size=0)
+    try:
+        await ws.send_bytes(frames.encode_request(1, "session.open", {"token": token}))
+        await reader.wait_live(10)
+        reader.drain_events()
+        seqs = []
+        for i in range(800):   # 1.6 MB: more than the socket buffers and aiohttp's read queue hold
+            # A hang here is the bug: a failed publish used to leave the whole commit batch unanswered.
+            sent = await asyncio.wait_for(
+                sender.call("message.send", chat_id=group["chat_id"], client_id=f"fan{i}", text=f"{i} " + "y" * 2000),
+                20)
+            seqs.append(sent["seq"])
+        metrics = await (await http.get(f"{srv.url}/metrics")).text()
+        assert "dari_slow_consumer_drops_total 1.0" in metrics
+    finally:
+        await ws.close()
+        await http.close()
+    try:
+        got: list[int] = []
+        for _ in range(200):
+            got += [e.payload["seq"] for e in reader.drain_events() if e.name == "message.new"]
+            if len(got) >= len(seqs):
+                break
+            await asyncio.sleep(0.05)
+        assert got == seqs
+        assert "Traceback" not in srv.log()
+    finally:
+        await reader.close()
+        await sender.close()

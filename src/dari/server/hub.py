@@ -44,7 +44,8 @@ class ConnectionHub:
         for uid in user_ids:
             sessions = by_user.get(uid)
             if sessions:
-                for s in sessions:
+                # A copy: a push can drop a session that stopped reading, which removes it from the set.
+                for s in tuple(sessions):
                     s.push(frame, cursor)
                     self.delivered += 1
 

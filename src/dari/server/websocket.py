@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -72,7 +73,7 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
                 if not await _drained(protocol, session):
                     # Dropped for not reading (or closed) while its buffers are full: a clean close
                     # would wait on the same peer, so free the buffers now; it resumes by cursor.
-                    transport.abort()
+                    _reset(transport)
                     return
             continue
         if session.closed:
@@ -80,6 +81,16 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
             return
         session.wakeup.clear()
         await session.wakeup.wait()
+
+
+def _reset(transport: Any) -> None:
+    """Abort with a TCP reset: a plain close would leave the kernel holding the unsent bytes (and the
+    socket in FIN-WAIT) until it gives up on the peer."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def _drained(protocol: Any, session: Session) -> bool:

@@ -436,11 +436,19 @@ class PostgresDatabase(Database):
 
     def _complete(self, outcomes: list[_Outcome], events: list[StoredEvent],
                   hooks: list[Callable[[], None]]) -> None:
-        # Publish before resuming callers, so events leave in commit order.
+        # Publish before resuming callers, so events leave in commit order. The commit is done
+        # whatever a listener does: a failing one is logged and the callers still get their answers
+        # (otherwise every request in the batch would wait for ever).
         if events and self.on_commit is not None:
-            self.on_commit(events)
+            try:
+                self.on_commit(events)
+            except Exception:
+                log.exception("publishing committed events failed")
         for hook in hooks:
-            hook()
+            try:
+                hook()
+            except Exception:
+                log.exception("a post-commit hook failed")
         for fut, ok, value in outcomes:
             if fut.done():
                 continue

@@ -7,6 +7,7 @@ in one transaction and commits once, so durability costs one fsync per batch, no
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import sqlite3
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 from dari.protocol.errors import DariError, ErrorCode
 from dari.storage import migrations
 from dari.storage.base import Database, StoredEvent, Tx
+
+log = logging.getLogger("dari.storage.sqlite")
 
 T = TypeVar("T")
 MAX_BATCH = 512
@@ -185,11 +188,19 @@ class SqliteDatabase(Database):
 
     def _complete(self, outcomes: list[tuple[asyncio.Future[Any], bool, Any]], events: list[StoredEvent],
                   hooks: list[Callable[[], None]]) -> None:
-        # Publish before resuming callers, so events leave in commit order.
+        # Publish before resuming callers, so events leave in commit order. The commit is done
+        # whatever a listener does: a failing one is logged and the callers still get their answers
+        # (otherwise every request in the batch would wait for ever).
         if events and self.on_commit is not None:
-            self.on_commit(events)
+            try:
+                self.on_commit(events)
+            except Exception:
+                log.exception("publishing committed events failed")
         for hook in hooks:
-            hook()
+            try:
+                hook()
+            except Exception:
+                log.exception("a post-commit hook failed")
         for fut, ok, value in outcomes:
             if fut.done():
                 continue
