@@ -178,6 +178,7 @@ class Messages:
         if not query:
             raise DariError(ErrorCode.INVALID_PARAMS, "search query is empty")
 
+        # Newest first; messages of the same millisecond by id, so every backend returns one order.
         def fn(tx: Tx) -> list[SearchHit]:
             scope = "AND m.chat_id = ?" if p.chat_id else ""
             args: list[object] = [caller.user_id]
@@ -191,15 +192,15 @@ class Messages:
                 # Trigram FTS: a phrase query of the user's words, quotes escaped.
                 phrase = '"' + query.replace('"', '""') + '"'
                 rows = tx.all(f"{select} JOIN message_fts f ON f.rowid = m.id {where} AND message_fts MATCH ?"
-                              " ORDER BY m.created_at DESC LIMIT ?", (*args, phrase, p.limit))
+                              " ORDER BY m.created_at DESC, m.id DESC LIMIT ?", (*args, phrase, p.limit))
             else:
                 # Shorter than a trigram (e.g. a two-syllable Korean word), or PostgreSQL's pg_trgm index.
                 like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 # Case-insensitive like the trigram FTS: SQLite's LIKE folds ASCII; PostgreSQL needs
                 # ILIKE (which pg_trgm's gin index also serves).
                 op = "ILIKE" if tx.dialect == "postgresql" else "LIKE"
-                rows = tx.all(f"{select} {where} AND m.text {op} ? ESCAPE '\\' ORDER BY m.created_at DESC LIMIT ?",
-                              (*args, like, p.limit))
+                rows = tx.all(f"{select} {where} AND m.text {op} ? ESCAPE '\\' ORDER BY m.created_at DESC, m.id DESC"
+                              " LIMIT ?", (*args, like, p.limit))
             hits = []
             for r in rows:
                 title = r[5]
