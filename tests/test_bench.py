@@ -9,8 +9,9 @@ import sys
 
 REQUIRED = ("messages_per_s", "deliveries_per_s", "resumes_per_s", "connections", "rss_kb_per_connection",
             "p50_ms", "p99_ms", "lost", "duplicated", "server_cpu_pct", "server_rss_mb", "client_cpu_pct")
-SCENARIOS = ("dm-latency", "dm-throughput", "group-fanout", "idle-connections", "reconnect-storm")
-MESSAGING = ("dm-latency", "dm-throughput", "group-fanout", "reconnect-storm")
+SCENARIOS = ("dm-latency", "dm-throughput", "group-fanout", "idle-connections", "reconnect-storm", "slow-consumers",
+             "soak")
+MESSAGING = ("dm-latency", "dm-throughput", "group-fanout", "reconnect-storm", "slow-consumers", "soak")
 
 
 def test_bench_quick_json() -> None:
@@ -37,6 +38,13 @@ def test_bench_quick_json() -> None:
     assert scenarios["group-fanout"]["deliveries_per_s"] > scenarios["group-fanout"]["messages_per_s"]
     assert scenarios["reconnect-storm"]["resumes_per_s"] > 0
     assert scenarios["idle-connections"]["rss_kb_per_connection"] is not None
+    slow = scenarios["slow-consumers"]
+    # Every stopped reader was dropped by its send cap and came back by resuming (lost == 0 above).
+    assert slow["slow_clients"] >= 1 and slow["slow_dropped"] == slow["slow_clients"] == slow["slow_reconnected"]
+    assert slow["baseline_p99_ms"] is not None and slow["p99_vs_baseline"] is not None
+    soak = scenarios["soak"]
+    assert soak["errors"] == 0 and all(soak["actions"].values()), soak["actions"]
+    assert soak["rss_growth_pct"] is not None and len(soak["rss_samples"]) >= 5
 
 
 def test_bench_rejects_unknown_scenario() -> None:

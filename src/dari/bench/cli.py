@@ -162,7 +162,7 @@ def _main(args: argparse.Namespace) -> int:
         return media_main(args)
     from dari.bench.machine import machine_info
     from dari.bench.runner import Config, run_bench
-    from dari.bench.scenarios import SCENARIOS
+    from dari.bench.scenarios import SCENARIOS, SERVER_ENV
 
     cfg = Config(scenarios=args.scenarios or list(SCENARIOS), quick=args.quick, duration=args.duration,
                  users=args.users, connections=args.connections, window=max(1, args.window),
@@ -173,7 +173,7 @@ def _main(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    results = asyncio.run(run_bench(cfg, SCENARIOS))
+    results = asyncio.run(run_bench(cfg, SCENARIOS, SERVER_ENV))
     report = {"scenarios": results, "machine": machine_info(),
               "options": {"quick": cfg.quick, "duration": cfg.duration, "users": cfg.users,
                           "connections": cfg.connections, "window": cfg.window, "rate": cfg.rate,

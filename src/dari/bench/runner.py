@@ -74,7 +74,8 @@ async def _run_one(cfg: Config, name: str, fn: Scenario, base: str, stat: ProcSt
         return result
 
 
-async def run_bench(cfg: Config, scenarios: dict[str, Scenario]) -> dict[str, Any]:
+async def run_bench(cfg: Config, scenarios: dict[str, Scenario],
+                    server_env: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     raise_nofile()
     out: dict[str, Any] = {}
     for name in cfg.scenarios:
@@ -85,7 +86,7 @@ async def run_bench(cfg: Config, scenarios: dict[str, Scenario]) -> dict[str, An
             if cfg.server:
                 base, stat = cfg.server, (ProcStat(cfg.server_pid) if cfg.server_pid else None)
             else:
-                server = LocalServer()
+                server = LocalServer((server_env or {}).get(name))
                 await asyncio.to_thread(server.start)
                 base, stat = server.url, server.stat
             out[name] = await _run_one(cfg, name, scenarios[name], base, stat)

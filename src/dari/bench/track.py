@@ -77,13 +77,14 @@ class Tracker:
         self.acks = 0
         self.deliveries = 0
         self.errors = 0
+        self.ignored: set[int] = set()   # connections left out of the latency figures (still checked for loss)
 
     def attach(self, conns: list[Conn]) -> None:
         for c in conns:
             c.on_message = self.on_message
 
     def on_message(self, conn: Conn, ref: MsgRef, now: float) -> None:
-        if ref.sender_id == conn.user.user_id or not self.measuring:
+        if ref.sender_id == conn.user.user_id or not self.measuring or conn.index in self.ignored:
             return
         self.deliveries += 1
         t0 = self.sent_at.get(ref.client_id)

@@ -7,6 +7,7 @@ outbox, reconnect logic); here a connection is a socket, a reader task and a dic
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +115,29 @@ class Conn:
         if self._reader is not None:
             await self._reader
 
+    def pause(self) -> None:
+        """Stop reading the socket, as a phone that froze or a client stuck on slow work would."""
+        transport = self._transport()
+        if transport is not None:
+            transport.pause_reading()
+
+    def resume(self) -> None:
+        transport = self._transport()
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:   # catch up at full speed, whatever buffer it was opened with
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            transport.resume_reading()
+
+    async def wait_closed(self) -> None:
+        """Until the connection ends (the server dropped it, or we closed it)."""
+        if self._reader is not None:
+            await asyncio.shield(self._reader)
+
+    def _transport(self) -> asyncio.Transport | None:
+        conn = self.ws._response.connection if self.ws is not None else None
+        return conn.transport if conn is not None else None
+
     @property
     def is_open(self) -> bool:
         return self.ws is not None and not self.ws.closed
@@ -193,6 +217,19 @@ class Conn:
     def got(self, chat_id: int, seq: int) -> int:
         seen = self.received.get(chat_id)
         return seen[seq] if seen is not None and seq < len(seen) else 0
+
+
+def small_buffer_session(rcvbuf: int = 4096) -> aiohttp.ClientSession:
+    """An HTTP client whose sockets get a small receive buffer before connecting (so the TCP window
+    stays small): when such a client stops reading, the kernel pushes back on the server at once
+    instead of soaking up megabytes."""
+    def factory(addr: Any) -> socket.socket:
+        family, kind, proto = addr[0], addr[1], addr[2]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        return sock
+
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, socket_factory=factory))
 
 
 # -- REST, for account setup and for sends while a user is offline -------------------------------
