@@ -188,3 +188,57 @@ async def test_metrics_and_health(server, make_user) -> None:
     assert values["dari_connections"] == 2
     assert values["dari_commit_batches"] >= 1
     assert "/api/v1/message.send" in spec["paths"]
+
+
+async def test_cached_tokens_refused_after_revoke_suspend_and_delete(server_factory) -> None:
+    """Token lookups are cached in the server; every way a device goes away must refuse it at once."""
+    op_handle = f"op_{uuid.uuid4().hex[:6]}"
+    srv = server_factory(extra_env={"DARI_ADMIN_HANDLES": op_handle})
+    op, phone, troll, gone = Client(srv.url), Client(srv.url), Client(srv.url), Client(srv.url)
+    try:
+        await op.signup(op_handle, "Operator", PASSWORD)
+        await phone.login(op_handle, PASSWORD, device_name="phone")
+        await troll.signup(f"troll_{uuid.uuid4().hex[:6]}", "Troll", PASSWORD)
+        await gone.signup(f"gone_{uuid.uuid4().hex[:6]}", "Gone", PASSWORD)
+        tokens = []
+        for c in (phone, troll, gone):   # each token is now in the server's cache
+            await c.wait_live()
+            await c.rest("account.me")
+            assert c.token
+            tokens.append(c.token)
+        await op.call("device.revoke", device_id=phone.device_id)
+        await op.call("admin.suspend", user_id=troll.user["user_id"], days=1, reason="test")
+        await gone.call("account.delete", password=PASSWORD)
+        for token in tokens:
+            probe = Client(srv.url, token=token)
+            try:
+                with pytest.raises(DariError) as info:
+                    await probe.rest("account.me")
+                assert info.value.code == ErrorCode.UNAUTHENTICATED
+            finally:
+                await probe.close()
+    finally:
+        for c in (op, phone, troll, gone):
+            await c.close()
+
+
+async def test_device_last_seen_follows_session_open(server, make_user) -> None:
+    """devices.last_seen_at is kept in memory on session.open, shown by device.list at once, and
+    written by a periodic flush or at shutdown."""
+    alice = await make_user("alice")
+    [before] = await alice.call("device.list")
+    await asyncio.sleep(0.05)
+    again = Client(server.url, token=alice.token)
+    try:
+        await again.connect()
+        await again.wait_live()
+        [after] = await again.call("device.list")
+        assert after["last_seen_at"] > before["last_seen_at"]
+    finally:
+        await again.close()
+    await alice.close()
+    assert server.stop() == 0
+    db = sqlite3.connect(server.data_dir / "dari.db")
+    stored = db.execute("SELECT last_seen_at FROM devices WHERE id = ?", (after["device_id"],)).fetchone()[0]
+    db.close()
+    assert stored == after["last_seen_at"]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
+import time
+from collections.abc import Iterable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,6 +19,12 @@ from dari.protocol.models import AuthResult, Device, Me, ServerInfo
 from dari.services.core import Caller, Core, now_ms, user_devices_event
 from dari.services.moderation import check_not_suspended
 from dari.storage.base import Tx
+
+# Token -> caller lookups are cached this long (in one process; a revocation invalidates at once).
+TOKEN_CACHE_S = 60.0
+TOKEN_CACHE_MAX = 100_000
+# devices.last_seen_at is kept in memory and written this often, in one transaction for all devices.
+SEEN_FLUSH_S = 5.0
 
 
 def token_hash(token: str) -> str:
@@ -41,6 +50,15 @@ class Accounts:
         # Argon2 is deliberately expensive: bound how many run at once so a login flood cannot
         # starve message delivery.
         self._hash_slots = asyncio.Semaphore(2)
+        # token hash -> (expires at, caller); device id -> its token hash. Only while this process
+        # is the only one serving the database (a shared bus means others could revoke unseen).
+        self._tokens: dict[str, tuple[float, Caller]] = {}
+        self._token_of: dict[int, str] = {}
+        self._token_gen = 0
+        self._seen: dict[int, int] = {}     # device id -> last_seen_at not yet written
+        self._seen_timer: asyncio.TimerHandle | None = None
+        self._seen_flush: asyncio.Task[None] | None = None
+        core.forget_devices = self.forget_devices
 
     async def _hash(self, password: str) -> str:
         async with self._hash_slots:
@@ -101,20 +119,81 @@ class Accounts:
 
     async def authenticate(self, token: str) -> Caller:
         th = token_hash(token)
+        cache = not self.core.bus.shared
+        if cache:
+            hit = self._tokens.get(th)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        gen = self._token_gen
         row = await self.core.db.read(lambda tx: tx.one(
             "SELECT user_id, id FROM devices WHERE token_hash = ?", (th,)))
         if row is None:
             raise DariError(ErrorCode.UNAUTHENTICATED, "invalid or revoked token; log in again")
-        return Caller(row[0], row[1])
+        caller = Caller(row[0], row[1])
+        # Not cached if a device was revoked while we read: our snapshot may predate that commit.
+        if cache and gen == self._token_gen:
+            if len(self._tokens) >= TOKEN_CACHE_MAX:
+                self._tokens.clear()
+                self._token_of.clear()
+            self._tokens[th] = (time.monotonic() + TOKEN_CACHE_S, caller)
+            self._token_of[caller.device_id] = th
+        return caller
 
-    async def touch_device(self, caller: Caller) -> Me:
-        now = now_ms()
+    def forget_devices(self, device_ids: Iterable[int]) -> None:
+        """Revoked or deleted devices: their tokens are refused from now on. Runs as an after-commit
+        hook of the transaction that deleted them, before any other request sees the commit."""
+        self._token_gen += 1
+        for did in device_ids:
+            th = self._token_of.pop(did, None)
+            if th is not None:
+                self._tokens.pop(th, None)
+            self._seen.pop(did, None)
 
-        def fn(tx: Tx) -> Me:
-            tx.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?", (now, caller.device_id))
-            return _me(tx, caller.user_id)
+    def touch_device(self, caller: Caller) -> None:
+        """Record that a device connected; written with the others every SEEN_FLUSH_S seconds."""
+        self._seen[caller.device_id] = now_ms()
+        if self._seen_timer is None and self._seen_flush is None:
+            loop = asyncio.get_running_loop()
+            self._seen_timer = loop.call_later(SEEN_FLUSH_S, self._start_seen_flush)
 
-        return await self.core.db.write(fn)
+    def _start_seen_flush(self) -> None:
+        self._seen_timer = None
+        self._seen_flush = asyncio.ensure_future(self._flush_seen_later())
+
+    async def _flush_seen_later(self) -> None:
+        try:
+            await self.flush_seen()
+        except DariError:   # storage unavailable: the times are kept and written next time
+            pass
+        finally:
+            self._seen_flush = None
+            if self._seen and self._seen_timer is None:
+                self._seen_timer = asyncio.get_running_loop().call_later(SEEN_FLUSH_S, self._start_seen_flush)
+
+    async def flush_seen(self) -> None:
+        """Write the pending devices.last_seen_at values in one transaction."""
+        if not self._seen:
+            return
+        pending, self._seen = self._seen, {}
+        rows = [(ts, did, ts) for did, ts in pending.items()]
+        try:
+            await self.core.db.write(lambda tx: tx.executemany(
+                "UPDATE devices SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?", rows))
+        except BaseException:
+            for did, ts in pending.items():   # keep them (newer ones recorded meanwhile win)
+                self._seen.setdefault(did, ts)
+            raise
+
+    async def close(self) -> None:
+        """Stop the timer and write what is pending (before the database closes)."""
+        if self._seen_timer is not None:
+            self._seen_timer.cancel()
+            self._seen_timer = None
+        if self._seen_flush is not None:
+            with contextlib.suppress(Exception):
+                await self._seen_flush
+        with contextlib.suppress(DariError):
+            await self.flush_seen()
 
     async def me(self, caller: Caller, p: m.NoParams) -> Me:
         return await self.core.db.read(lambda tx: _me(tx, caller.user_id))
@@ -182,6 +261,7 @@ class Accounts:
                     " WHERE m.user_id = ? AND m.active = 1 AND c.kind <> 'direct'", (caller.user_id,)):
                 leave_chat(tx, chat_id, caller.user_id, now, reason="left")
             tx.execute("DELETE FROM users WHERE id = ?", (caller.user_id,))
+            tx.after_commit.append(lambda: self.forget_devices(devices))
             return devices
 
         devices = await self.core.db.write(fn)
@@ -198,7 +278,9 @@ class Accounts:
         rows = await self.core.db.read(lambda tx: tx.all(
             "SELECT id, name, created_at, last_seen_at FROM devices WHERE user_id = ? ORDER BY id",
             (caller.user_id,)))
-        return [Device(r[0], r[1], r[2], r[3], current=r[0] == caller.device_id) for r in rows]
+        seen = self._seen
+        return [Device(r[0], r[1], r[2], max(r[3], seen.get(r[0], 0)), current=r[0] == caller.device_id)
+                for r in rows]
 
     async def revoke(self, caller: Caller, p: m.DeviceRevoke) -> dict[str, bool]:
         return await self._revoke(caller, p.device_id)
@@ -213,6 +295,7 @@ class Accounts:
             if not tx.execute("DELETE FROM devices WHERE id = ? AND user_id = ?", (device_id, caller.user_id)):
                 raise DariError(ErrorCode.NOT_FOUND, f"no device {device_id} on your account")
             user_devices_event(tx, [caller.user_id], "device.revoked", {"device_id": device_id}, now)
+            tx.after_commit.append(lambda: self.forget_devices([device_id]))
 
         await self.core.db.write(fn)
         self._drop_soon([device_id])

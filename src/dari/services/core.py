@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from dari.bus import Bus
@@ -30,6 +30,9 @@ class Core:
         self.bus = bus
         self.contact_key = ""   # loaded from meta at start
         self.cluster_id = ""
+        # Called (after the commit) with devices that were revoked or deleted; set by Accounts to
+        # drop their cached tokens.
+        self.forget_devices: Callable[[Iterable[int]], None] = lambda device_ids: None
 
 
 def profile(tx: Tx, user_id: int) -> UserProfile:

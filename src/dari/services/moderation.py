@@ -135,6 +135,7 @@ class Moderation:
                 # Logging every device out ends their sessions now; login is refused until `until`.
                 devices = [int(r[0]) for r in tx.all("SELECT id FROM devices WHERE user_id = ?", (p.user_id,))]
                 tx.execute("DELETE FROM devices WHERE user_id = ?", (p.user_id,))
+                tx.after_commit.append(lambda: self.core.forget_devices(devices))
                 for did in devices:
                     user_devices_event(tx, [p.user_id], "device.revoked", {"device_id": did}, now)
             _audit(tx, caller.user_id, "suspend" if until else "unsuspend", "user", str(p.user_id), p.reason, now)

@@ -92,6 +92,7 @@ class Services:
         self.core.cluster_id = await self.core.db.write(load_or_create("cluster_id", lambda: secrets.token_hex(8)))
 
     async def close(self) -> None:
+        await self.accounts.close()   # pending devices.last_seen_at
         await self.core.db.close()
 
     async def call(self, caller: Caller | None, method: str, params: dict[str, Any]) -> Any:

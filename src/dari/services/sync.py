@@ -8,7 +8,8 @@ import msgspec
 
 from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
-from dari.protocol.models import SyncBatch
+from dari.protocol.models import Me, SyncBatch
+from dari.services.accounts import _me
 from dari.services.core import Caller, Core, now_ms
 from dari.storage.base import Tx
 
@@ -31,6 +32,18 @@ def head(tx: Tx) -> int:
     return int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events"))
 
 
+def replay_page(tx: Tx, user_id: int, cursor: int, limit: int) -> tuple[list[Replayed], bool]:
+    if cursor < pruned_through(tx):
+        raise DariError(ErrorCode.RESYNC_NEEDED,
+                        "you were away longer than the server keeps events; reload chats and history",
+                        {"oldest_cursor": pruned_through(tx)})
+    if cursor > head(tx):
+        raise DariError(ErrorCode.RESYNC_NEEDED, "cursor is ahead of this server's event log", {"head": head(tx)})
+    rows = tx.all(_REPLAY, (user_id, cursor, user_id, cursor, limit + 1))
+    out = [(int(r[0]), str(r[1]), msgspec.Raw(str(r[2]).encode())) for r in rows[:limit]]
+    return out, len(rows) > limit
+
+
 class Sync:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -40,18 +53,18 @@ class Sync:
 
     async def replay(self, user_id: int, cursor: int, limit: int) -> tuple[list[Replayed], bool]:
         """Events after `cursor` for `user_id`, oldest first; RESYNC_NEEDED if some were pruned."""
+        return await self.core.db.read(lambda tx: replay_page(tx, user_id, cursor, limit))
 
-        def fn(tx: Tx) -> tuple[list[Replayed], bool]:
-            if cursor < pruned_through(tx):
-                raise DariError(ErrorCode.RESYNC_NEEDED,
-                                "you were away longer than the server keeps events; reload chats and history",
-                                {"oldest_cursor": pruned_through(tx)})
-            if cursor > head(tx):
-                raise DariError(ErrorCode.RESYNC_NEEDED, "cursor is ahead of this server's event log",
-                                {"head": head(tx)})
-            rows = tx.all(_REPLAY, (user_id, cursor, user_id, cursor, limit + 1))
-            out = [(int(r[0]), str(r[1]), msgspec.Raw(str(r[2]).encode())) for r in rows[:limit]]
-            return out, len(rows) > limit
+    async def open(self, user_id: int, cursor: int | None, limit: int) -> tuple[Me, int, list[Replayed], bool]:
+        """session.open's reads in one reader call: the profile, then the log head (no cursor) or the
+        first replay page after `cursor`. Returns (me, cursor, page, more)."""
+
+        def fn(tx: Tx) -> tuple[Me, int, list[Replayed], bool]:
+            me = _me(tx, user_id)
+            if cursor is None:
+                return me, head(tx), [], False
+            page, more = replay_page(tx, user_id, cursor, limit)
+            return me, cursor, page, more
 
         return await self.core.db.read(fn)
 
