@@ -41,14 +41,29 @@ class Session:
         self.caller: Caller | None = None
         self.cursor = 0
         self.outbox: deque[bytes] = deque()
-        self.wakeup = asyncio.Event()
-        self._drained = asyncio.Event()
+        # A transport either sets `notify` (called whenever frames are queued or the session closes)
+        # or waits on `wakeup`; events are made on first use, as most idle connections never need them.
+        self.notify: Callable[[], None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
         self.closed = False
         self.close_code = 1000
         self.close_reason = ""
         self._replaying = False
         self._held: list[tuple[bytes, int | None]] = []
         self.on_close: Callable[[], None] | None = None
+
+    @property
+    def wakeup(self) -> asyncio.Event:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        return self._wakeup
+
+    def _wake(self) -> None:
+        if self.notify is not None:
+            self.notify()
+        elif self._wakeup is not None:
+            self._wakeup.set()
 
     # -- outgoing ---------------------------------------------------------------------------
     def send(self, frame: bytes) -> None:
@@ -60,7 +75,7 @@ class Session:
             self.state.metrics.slow_drops.inc()
             self.close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
             return
-        self.wakeup.set()
+        self._wake()
 
     def push(self, frame: bytes, cursor: int | None) -> None:
         """A live event from the hub."""
@@ -78,8 +93,9 @@ class Session:
             return
         self.closed = True
         self.close_code, self.close_reason = code, reason
-        self.wakeup.set()
-        self._drained.set()
+        self._wake()
+        if self._drained is not None:
+            self._drained.set()
         self.detach()
         if self.on_close:
             self.on_close()
@@ -178,12 +194,15 @@ class Session:
         instead of overflowing send_buffer_frames and being dropped again on every resume."""
         half = self.state.settings.send_buffer_frames // 2
         while len(self.outbox) > half and not self.closed:
+            if self._drained is None:
+                self._drained = asyncio.Event()
             self._drained.clear()
             await self._drained.wait()
 
     def drained(self) -> None:
         """Called by the transport each time it has taken everything queued in the outbox."""
-        self._drained.set()
+        if self._drained is not None:
+            self._drained.set()
 
     async def _release_held(self) -> None:
         """Send the live events that arrived during a replay, also at the client's pace."""
@@ -204,28 +223,29 @@ class Session:
         assert isinstance(p, m.SessionOpen)
         if self.caller is not None:
             raise DariError(ErrorCode.CONFLICT, "this connection already has a session")
-        accounts = self.state.services.accounts
-        caller = await accounts.authenticate(p.token)
+        caller = await self.state.services.accounts.authenticate(p.token)
+        me = await self.state.services.accounts.touch_device(caller)
         sync = self.state.services.sync
         self._replaying = True
         self.caller = caller
-        # Registered before reading, so every event committed after the read's snapshot reaches us
-        # live (held until the replay is sent; duplicates are dropped by cursor).
         self.state.hub.add(self, caller.user_id, caller.device_id)
         try:
-            # The profile and the first replay page (or the log head) in one reader call; the cursor
-            # is validated before acknowledging, so resync_needed is the answer.
-            me, self.cursor, first, more = await sync.open(caller.user_id, p.cursor, self._page())
-            accounts.touch_device(caller)
-            self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, self.cursor)))
-            while True:
-                for eid, etype, payload in first:
-                    self.send(frames.encode_event(etype, payload, eid))
-                    self.cursor = eid
-                if not more or self.closed:
-                    break
-                await self._room()
-                first, more = await sync.replay(caller.user_id, self.cursor, self._page())
+            if p.cursor is None:
+                self.cursor = await sync.head()
+                self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, self.cursor)))
+            else:
+                # Validate the cursor before acknowledging, so resync_needed is the answer.
+                first, more = await sync.replay(caller.user_id, p.cursor, self._page())
+                self.cursor = p.cursor
+                self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, p.cursor)))
+                while True:
+                    for eid, etype, payload in first:
+                        self.send(frames.encode_event(etype, payload, eid))
+                        self.cursor = eid
+                    if not more or self.closed:
+                        break
+                    await self._room()
+                    first, more = await sync.replay(caller.user_id, self.cursor, self._page())
             await self._release_held()
         except BaseException:
             self.state.hub.remove(self, caller.user_id, caller.device_id)

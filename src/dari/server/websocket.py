@@ -1,4 +1,4 @@
-"""WebSocket transport: one session per socket; a writer task drains the session's outbox."""
+"""WebSocket transport: one session per socket; a flusher writes the session's outbox."""
 
 from __future__ import annotations
 
@@ -36,32 +36,55 @@ def _header(n: int) -> bytes:
     return _HEAD3(_TEXT_FIN, 127, n)
 
 
-async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
-    """Drain the outbox: all frames queued by one loop tick go out in one transport write.
+class _Flusher:
+    """Writes a session's outbox to its WebSocket: all frames queued by one loop tick go out in one
+    transport write, header + the already encoded payload (a fan-out event is the same bytes for
+    every recipient).
 
-    Frames are built here (header + the already encoded payload) instead of one `send_frame` call
-    (and one write system call) per frame; a fan-out event is the same bytes for every recipient.
-    When the peer does not read, the transport's buffer fills, we wait for it to drain, and the
-    outbox grows until the session drops the connection at `send_buffer_frames`; the socket is then
-    aborted, so a peer that never reads again holds no more than one transport buffer until then.
+    It is a callback the session calls when frames are queued, not a task per connection: an idle
+    connection costs no task and no event, and a delivery costs two scheduled callbacks instead of
+    waking a task. A task exists only while the peer is not reading (waiting for the transport to
+    drain) or while closing. If the session is dropped for not reading (`send_buffer_frames`) while
+    the transport is full, the socket is reset at once, so a peer that never reads again holds no
+    more than one transport buffer.
     """
-    outbox = session.outbox
-    wsw = getattr(ws, "_writer", None)
-    transport = getattr(wsw, "transport", None)
-    protocol = getattr(wsw, "protocol", None)
-    coalesce = transport is not None and hasattr(protocol, "_drain_helper")
-    while True:
+
+    __slots__ = ("busy", "dead", "loop", "protocol", "scheduled", "session", "transport", "woken", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, session: Session, transport: Any, protocol: Any) -> None:
+        self.ws = ws
+        self.session = session
+        self.transport = transport
+        self.protocol = protocol
+        self.loop = asyncio.get_running_loop()
+        self.scheduled = False
+        self.busy: asyncio.Future[None] | None = None   # draining or closing
+        self.woken: asyncio.Future[None] | None = None  # resolved when the session closes mid-drain
+        self.dead = False
+
+    def kick(self) -> None:
+        if self.busy is not None:
+            if self.session.closed and self.woken is not None and not self.woken.done():
+                self.woken.set_result(None)
+            return
+        if not self.scheduled and not self.dead:
+            self.scheduled = True
+            self.loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        # One more tick: replies resumed by the same commit as the events join this write.
+        self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.busy is not None or self.dead:
+            return
+        session, outbox, transport = self.session, self.session.outbox, self.transport
         if outbox:
-            # One more tick: replies resumed by the same commit as the events join this write.
-            await asyncio.sleep(0)
-            if not coalesce:
-                while outbox:
-                    await ws.send_frame(outbox.popleft(), WSMsgType.TEXT)
-                session.drained()
-                continue
-            assert transport is not None and protocol is not None
             if transport.is_closing():
-                raise ConnectionResetError("cannot write to a closing transport")
+                outbox.clear()       # the peer is gone; the handler sees it and ends the session
+                session.drained()
+                return
             parts: list[bytes] = []
             for _ in range(len(outbox)):
                 frame = outbox.popleft()
@@ -69,13 +92,53 @@ async def _writer(ws: web.WebSocketResponse, session: Session) -> None:
                 parts.append(frame)
             transport.write(b"".join(parts))
             session.drained()
-            if transport.get_write_buffer_size() > _HIGH_WATER and protocol.writing_paused:
-                if not await _drained(protocol, session):
-                    # Dropped for not reading (or closed) while its buffers are full: a clean close
-                    # would wait on the same peer, so free the buffers now; it resumes by cursor.
-                    _reset(transport)
-                    return
-            continue
+            if transport.get_write_buffer_size() > _HIGH_WATER and self.protocol.writing_paused:
+                self.busy = asyncio.ensure_future(self._wait_drain())
+                return
+        if session.closed:
+            self.busy = asyncio.ensure_future(self._close())
+
+    async def _wait_drain(self) -> None:
+        drain = asyncio.ensure_future(self.protocol._drain_helper())
+        self.woken = self.loop.create_future()
+        try:
+            if not self.session.closed:
+                await asyncio.wait((drain, self.woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.woken = None
+        if not drain.done() or drain.cancelled() or drain.exception() is not None:
+            # Closed (dropped for not reading) while its buffers are full, or the connection broke:
+            # a clean close would wait on the same peer, so free the buffers now.
+            drain.cancel()
+            self.dead = True
+            _reset(self.transport)
+            return
+        self.busy = None
+        self.flush()
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=self.session.close_code, message=self.session.close_reason.encode())
+        self.dead = True
+
+    async def finish(self, timeout: float) -> None:
+        """The connection is ending: write what is queued, close, and wait for that (bounded)."""
+        if self.busy is None and not self.dead:
+            self.flush()
+        if self.busy is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.busy), timeout)
+            if not self.busy.done():
+                self.busy.cancel()
+        self.dead = True
+
+
+async def _fallback_writer(ws: web.WebSocketResponse, session: Session) -> None:
+    """Frame by frame through aiohttp, for a transport that does not expose what _Flusher needs."""
+    while True:
+        while session.outbox:
+            await ws.send_frame(session.outbox.popleft(), WSMsgType.TEXT)
+            session.drained()
         if session.closed:
             await ws.close(code=session.close_code, message=session.close_reason.encode())
             return
@@ -91,23 +154,6 @@ def _reset(transport: Any) -> None:
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
-
-
-async def _drained(protocol: Any, session: Session) -> bool:
-    """Wait for the transport to drain; False if the session closed first."""
-    drain = asyncio.ensure_future(protocol._drain_helper())
-    try:
-        while not drain.done():
-            if session.closed:
-                return False
-            session.wakeup.clear()
-            woken = asyncio.ensure_future(session.wakeup.wait())
-            await asyncio.wait((drain, woken), return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
-        drain.result()
-        return True
-    finally:
-        drain.cancel()
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
@@ -126,7 +172,15 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     session = Session(state, request.remote or "?", "ws")
     state.metrics.connections.inc()
     state.sessions.add(session)
-    writer = asyncio.create_task(_writer(ws, session))
+    wsw = getattr(ws, "_writer", None)
+    transport, protocol = getattr(wsw, "transport", None), getattr(wsw, "protocol", None)
+    flusher: _Flusher | None = None
+    fallback: asyncio.Task[None] | None = None
+    if transport is not None and hasattr(protocol, "_drain_helper"):
+        flusher = _Flusher(ws, session, transport, protocol)
+        session.notify = flusher.kick
+    else:
+        fallback = asyncio.create_task(_fallback_writer(ws, session))
     pending: set[asyncio.Task[None]] = set()
     try:
         async for msg in ws:
@@ -152,10 +206,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             session.close(1000, "")
         state.sessions.discard(session)
         state.metrics.connections.dec()
-        try:
-            await asyncio.wait_for(writer, 5)
-        except (TimeoutError, ConnectionError, asyncio.CancelledError):
-            writer.cancel()
-        except Exception:  # the peer vanished mid-write
-            writer.cancel()
+        if flusher is not None:
+            await flusher.finish(5)
+        elif fallback is not None:
+            try:
+                await asyncio.wait_for(fallback, 5)
+            except (TimeoutError, ConnectionError, asyncio.CancelledError):
+                fallback.cancel()
+            except Exception:  # the peer vanished mid-write
+                fallback.cancel()
     return ws
