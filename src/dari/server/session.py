@@ -223,29 +223,28 @@ class Session:
         assert isinstance(p, m.SessionOpen)
         if self.caller is not None:
             raise DariError(ErrorCode.CONFLICT, "this connection already has a session")
-        caller = await self.state.services.accounts.authenticate(p.token)
-        me = await self.state.services.accounts.touch_device(caller)
+        accounts = self.state.services.accounts
+        caller = await accounts.authenticate(p.token)
         sync = self.state.services.sync
         self._replaying = True
         self.caller = caller
+        # Registered before reading, so every event committed after the read's snapshot reaches us
+        # live (held until the replay is sent; duplicates are dropped by cursor).
         self.state.hub.add(self, caller.user_id, caller.device_id)
         try:
-            if p.cursor is None:
-                self.cursor = await sync.head()
-                self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, self.cursor)))
-            else:
-                # Validate the cursor before acknowledging, so resync_needed is the answer.
-                first, more = await sync.replay(caller.user_id, p.cursor, self._page())
-                self.cursor = p.cursor
-                self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, p.cursor)))
-                while True:
-                    for eid, etype, payload in first:
-                        self.send(frames.encode_event(etype, payload, eid))
-                        self.cursor = eid
-                    if not more or self.closed:
-                        break
-                    await self._room()
-                    first, more = await sync.replay(caller.user_id, self.cursor, self._page())
+            # The profile and the first replay page (or the log head) in one reader call; the cursor
+            # is validated before acknowledging, so resync_needed is the answer.
+            me, self.cursor, first, more = await sync.open(caller.user_id, p.cursor, self._page())
+            accounts.touch_device(caller)
+            self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, self.cursor)))
+            while True:
+                for eid, etype, payload in first:
+                    self.send(frames.encode_event(etype, payload, eid))
+                    self.cursor = eid
+                if not more or self.closed:
+                    break
+                await self._room()
+                first, more = await sync.replay(caller.user_id, self.cursor, self._page())
             await self._release_held()
         except BaseException:
             self.state.hub.remove(self, caller.user_id, caller.device_id)
