@@ -27,16 +27,18 @@ BENCH_ENV = {
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def raise_nofile() -> int:
-    """Raise this process's open-file soft limit to the hard limit (children inherit it)."""
+def raise_nofile(want: int = 1 << 18) -> int:
+    """Raise this process's open-file limit (children inherit it): to `want` where the system lets
+    us (root may raise the hard limit up to fs.nr_open), else the soft limit to the hard one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= hard:
-        return hard
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return hard
+    if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= max(hard, want)):
+        return soft if soft != resource.RLIM_INFINITY else want
+    targets = [want] if hard == resource.RLIM_INFINITY or hard >= want else [want, hard]
+    for target in targets:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard) if hard != resource.RLIM_INFINITY
+                                                        else hard))
+            return target
     return soft
 
 
