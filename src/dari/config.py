@@ -42,6 +42,9 @@ class Settings:
     reach_eval_s: float = 30.0          # how often incidents are evaluated
     control_probe_s: float = 30.0       # how often the server probes its own routes
     incident_webhook: str = ""          # POST incident JSON here on open and close
+    geoip_country_db: str = ""          # MaxMind .mmdb (GeoLite2-Country): reports' region from the peer address
+    geoip_asn_db: str = ""              # MaxMind .mmdb (GeoLite2-ASN): reports' ASN from the peer address
+    geoip_proxies: str = ""             # relays/proxies (addresses, CIDRs): their reports keep the client's region
     media_max_bytes: int = 100 << 20   # largest upload; above it media.upload_begin says limit_exceeded
     media_expiry_days: float = 0.0      # delete uploaded files this old; 0 keeps them (stickers never expire)
     media_expiry_kinds: str = ""        # per-kind override, e.g. "video:14,file:30,image:0"

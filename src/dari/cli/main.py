@@ -14,6 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dari.config import load_settings
     from dari.logs import setup_logging
     from dari.server.app import run_server
+    from dari.services.geoip import GeoIP
 
     overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir, "database": args.database,
                  "bus": args.bus, "workers": args.workers,
@@ -23,6 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
                  "log_json": True if args.log_json else None}
     try:
         settings = load_settings(args.config, overrides)
+        GeoIP.from_settings(settings)   # a configured database that is missing or not an MMDB stops here
     except (OSError, ValueError) as exc:
         print(f"dari serve: {exc}", file=sys.stderr)
         return 2

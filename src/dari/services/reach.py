@@ -1,6 +1,8 @@
 """Reachability: clients' reports, the server's own control probes, and incidents.
 
 Reports carry a network (region, ASN), a random reporter id and samples; never an account id. The
+network is what the client declared, or, when the operator configured MaxMind databases, what the
+reporting peer's address maps to (see services/geoip.py for which wins); each sample records which. The
 evaluator turns recent samples into incidents with the rules in incident_rules and keeps the
 incidents table current: one open incident per region at most, closed when the region recovers.
 """
@@ -18,7 +20,9 @@ import msgspec
 from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.services.core import Caller, Core, now_ms
+from dari.services.geoip import GeoIP, client_only
 from dari.services.incident_rules import ControlSample, Rules, Sample, evaluate
+from dari.services.peer import current_peer
 from dari.storage.base import Tx
 
 log = logging.getLogger("dari.reach")
@@ -46,20 +50,25 @@ class Reach:
         self.ratios: dict[tuple[str, str], float] = {}
         self.downtimes: list[tuple[int, int]] = []   # when this server was not running, from its heartbeat
         self._alive_checked = False
+        self.geoip = GeoIP.from_settings(s)     # ValueError: a configured database cannot be used
 
     # -- intake ------------------------------------------------------------------------------
     async def report(self, caller: Caller | None, p: m.ReachReport) -> dict[str, int]:
         now = now_ms()
+        net = (self.geoip.resolve(p.region, p.asn, current_peer.get()) if self.geoip
+               else client_only(p.region, p.asn))
         rows = []
         for smp in p.samples:
             # A queued report may be hours old; a client clock far off is pinned to arrival time.
             at = smp.at if now - MAX_SKEW_MS <= smp.at <= now + 60_000 else now
-            rows.append((at, now, p.region, p.asn, smp.route, int(smp.ok), smp.stage,
-                         "ok" if smp.ok else smp.cls, p.reporter, smp.elapsed_ms, _enc.encode(smp.evidence).decode()))
+            rows.append((at, now, net.region, net.asn, net.region_source, net.asn_source, smp.route, int(smp.ok),
+                         smp.stage, "ok" if smp.ok else smp.cls, p.reporter, smp.elapsed_ms,
+                         _enc.encode(smp.evidence).decode()))
 
         def fn(tx: Tx) -> None:
-            tx.executemany("INSERT INTO reach_samples (at, received_at, region, asn, route, ok, stage, class,"
-                           " reporter, elapsed_ms, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            tx.executemany("INSERT INTO reach_samples (at, received_at, region, asn, region_source, asn_source,"
+                           " route, ok, stage, class, reporter, elapsed_ms, evidence)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
         await self.core.db.write(fn)
         return {"accepted": len(rows)}
@@ -178,13 +187,18 @@ class Reach:
             for region, route, ok, n, last in tx.all(
                     "SELECT region, route, ok, count(*), max(at) FROM reach_samples WHERE at >= ?"
                     " GROUP BY region, route, ok", (start,)):
-                cell = table[region].setdefault(route, {"ok": 0, "fail": 0, "last_at": 0, "classes": {}})
+                cell = table[region].setdefault(route, {"ok": 0, "fail": 0, "last_at": 0, "classes": {},
+                                                         "sources": {}})
                 cell["ok" if ok else "fail"] += n
                 cell["last_at"] = max(cell["last_at"], last)
             for region, route, cls, n in tx.all(
                     "SELECT region, route, class, count(*) FROM reach_samples WHERE at >= ? AND ok = 0"
                     " GROUP BY region, route, class", (start,)):
                 table[region][route]["classes"][cls] = n
+            for region, route, source, n in tx.all(
+                    "SELECT region, route, region_source, count(*) FROM reach_samples WHERE at >= ?"
+                    " GROUP BY region, route, region_source", (start,)):
+                table[region][route].setdefault("sources", {})[source or "client"] = n
             for routes in table.values():
                 for cell in routes.values():
                     cell["ratio"] = cell["ok"] / max(1, cell["ok"] + cell["fail"])

@@ -160,6 +160,13 @@ CREATE TABLE incidents (
 CREATE INDEX incidents_open ON incidents (closed_at)
 """
 
+# Where a report's region and ASN came from: client (declared), geoip (the operator's MaxMind
+# database, from the peer address) or none; '' for samples stored before this was recorded.
+_REACH_SOURCES = """
+ALTER TABLE reach_samples ADD COLUMN region_source TEXT NOT NULL DEFAULT '';
+ALTER TABLE reach_samples ADD COLUMN asn_source TEXT NOT NULL DEFAULT ''
+"""
+
 _LINKS = """
 CREATE TABLE device_links (
   code TEXT PRIMARY KEY,
@@ -183,6 +190,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (11, "sticker packs", {d: cs.STICKERS.format(**w) for d, w in _WORDS.items()}),
     (12, "stories", {d: cs.STORIES.format(**w) for d, w in _WORDS.items()}),
     (13, "boards, reports, suspensions and the audit log", {d: cs.BOARDS.format(**w) for d, w in _WORDS.items()}),
+    (14, "where reachability reports' region and ASN came from", {d: _REACH_SOURCES for d in _WORDS}),
 ]
 
 
