@@ -7,11 +7,14 @@ outbox, reconnect logic); here a connection is a socket, a reader task and a dic
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -61,6 +64,132 @@ _encode = msgspec.json.Encoder().encode
 _SEND = b'{"id":%d,"method":"message.send","params":{"chat_id":%d,"client_id":"%s","text":"%s"}}'
 
 
+def _client_header(n: int) -> bytes:
+    """A final text frame header from a client: masked (RFC 6455 5.3) with the all-zero key, which
+    leaves the payload as it is; the server unmasks it as it would any other."""
+    if n < 126:
+        return bytes((0x81, 0x80 | n)) + b"\0\0\0\0"
+    if n < 65536:
+        return bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big") + b"\0\0\0\0"
+    return bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big") + b"\0\0\0\0"
+
+
+class LeanWS(asyncio.Protocol):
+    """A minimal WebSocket client connection (RFC 6455), for storms of connections: a raw asyncio
+    protocol with a pre-formatted upgrade request, whose frames are handed to the Conn from
+    data_received, instead of aiohttp's ClientSession request machinery and a reader task per
+    connection. It speaks only what the dari server sends: unfragmented text frames, ping, close."""
+
+    def __init__(self, conn: Conn, upgrade: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self.conn = conn
+        self.upgrade = upgrade
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.buf = b""
+        self.handshaking = True
+        self.closed = False
+        self.close_code: int | None = None
+
+    @classmethod
+    async def connect(cls, conn: Conn, ws_url: str) -> LeanWS:
+        url = urlsplit(ws_url)
+        key = base64.b64encode(os.urandom(16)).decode()
+        upgrade = (f"GET {url.path or '/'} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        proto = cls(conn, upgrade)
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: proto, url.hostname or "127.0.0.1", url.port or 80)
+        await proto.opened
+        return proto
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)   # uvloop's is not an asyncio.Transport subclass
+        self.transport.write(self.upgrade)
+
+    def data_received(self, data: bytes) -> None:
+        if self.handshaking:
+            self.buf += data
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buf.startswith(b"HTTP/1.1 101"):
+                err = ConnectionError(f"upgrade refused: {self.buf[:end].decode(errors='replace')}")
+                if not self.opened.done():
+                    self.opened.set_exception(err)
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self.handshaking = False
+            data, self.buf = self.buf[end + 4:], b""
+            self.opened.set_result(None)
+        buf = self.buf + data if self.buf else data
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            b0, length = buf[pos], buf[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if n - pos - head < length:
+                break
+            payload = buf[pos + head:pos + head + length]
+            pos += head + length
+            op = b0 & 0x0F
+            if op == 1 or op == 2:
+                if not b0 & 0x80:
+                    raise ConnectionError("fragmented frame: not spoken by this client")
+                self.conn._on_frame(payload)
+            elif op == 8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                if not self.closed:
+                    self._write(0x88, payload[:2])
+                    self.closed = True
+                if self.transport is not None:
+                    self.transport.close()
+            elif op == 9:
+                self._write(0x8A, payload)
+        self.buf = buf[pos:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.close_code is None:
+            self.close_code = 1006
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed during the upgrade"))
+        self.conn._on_lost(self.close_code)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _write(self, opcode: int, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(bytes((opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+
+    async def send_frame(self, data: bytes, kind: aiohttp.WSMsgType = aiohttp.WSMsgType.TEXT) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionError("not connected")
+        self.transport.write(_client_header(len(data)) + data)
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._write(0x88, (1000).to_bytes(2, "big"))
+        try:
+            await asyncio.wait_for(asyncio.shield(self.done), 10)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+
+
+Socket = Union["aiohttp.ClientWebSocketResponse[bool]", LeanWS]
+
+
 @dataclass
 class User:
     index: int
@@ -75,7 +204,7 @@ class Conn:
     def __init__(self, index: int, user: User) -> None:
         self.index = index
         self.user = user
-        self.ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self.ws: Socket | None = None
         self.cursor: int | None = None
         self.received: dict[int, bytearray] = {}   # chat_id -> one byte per seq: how often it arrived
         self.duplicates = 0
@@ -87,17 +216,24 @@ class Conn:
         self._live = asyncio.Event()
         self._replaying = False
         self._closing = False
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: asyncio.Future[None] | None = None
 
     # -- connecting ---------------------------------------------------------------------------
-    async def open(self, http: aiohttp.ClientSession, ws_url: str, *, resume: bool = False) -> None:
-        """Connect, session.open (resuming from our cursor if asked) and wait for session.live."""
+    async def open(self, http: aiohttp.ClientSession, ws_url: str, *, resume: bool = False,
+                   lean: bool = False) -> None:
+        """Connect, session.open (resuming from our cursor if asked) and wait for session.live.
+        lean: a LeanWS connection instead of aiohttp's (storms of connections)."""
         self._closing = False
         self._live.clear()
-        ws = await http.ws_connect(ws_url, autoping=True, heartbeat=None, compress=0, max_msg_size=0,
-                                   decode_text=False)
-        self.ws = ws
-        self._reader = asyncio.create_task(self._read(ws))
+        if lean:
+            proto = await LeanWS.connect(self, ws_url)
+            self.ws = proto
+            self._reader = proto.done
+        else:
+            ws = await http.ws_connect(ws_url, autoping=True, heartbeat=None, compress=0, max_msg_size=0,
+                                       decode_text=False)
+            self.ws = ws
+            self._reader = asyncio.create_task(self._read(ws))
         params: dict[str, Any] = {"token": self.user.token}
         if resume and self.cursor is not None:
             params["cursor"] = self.cursor
@@ -135,6 +271,8 @@ class Conn:
             await asyncio.shield(self._reader)
 
     def _transport(self) -> asyncio.Transport | None:
+        if isinstance(self.ws, LeanWS):
+            return self.ws.transport
         conn = self.ws._response.connection if self.ws is not None else None
         return conn.transport if conn is not None else None
 
@@ -167,52 +305,58 @@ class Conn:
 
     # -- receiving ----------------------------------------------------------------------------
     async def _read(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
-        pending = self._pending
-        received = self.received
         try:
             async for msg in ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT and msg.type is not aiohttp.WSMsgType.BINARY:
                     break
-                now = time.perf_counter()
-                f = _frame(msg.data)
-                if f.event is not None:
-                    if f.cursor is not None:
-                        self.cursor = f.cursor
-                    if f.event == "message.new":
-                        ref = msg_ref(f.payload)
-                        seen = received.get(ref.chat_id)
-                        if seen is None:
-                            seen = received[ref.chat_id] = bytearray(max(64, ref.seq * 2))
-                        elif ref.seq >= len(seen):
-                            seen.extend(bytes(max(ref.seq + 1 - len(seen), len(seen))))
-                        if seen[ref.seq]:
-                            self.duplicates += 1
-                        else:
-                            seen[ref.seq] = 1
-                        if self._replaying:
-                            self.replayed += 1
-                        if self.on_message is not None:
-                            self.on_message(self, ref, now)
-                    elif f.event == "session.live":
-                        self._live.set()
-                    continue
-                fut = pending.pop(f.id, None) if isinstance(f.id, int) else None
-                if fut is None or fut.done():
-                    continue
-                if f.error is not None:
-                    fut.set_exception(BenchError(f.error.code, f.error.message))
-                else:
-                    fut.set_result(f.result)
+                self._on_frame(msg.data)
         finally:
-            if not self._closing:
-                self.unexpected_closes += 1
-            err = ConnectionError(f"connection closed (code {ws.close_code})")
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(err)
-            pending.clear()
-            if not self._live.is_set():
-                self._live.set()  # wake open(); it sees the failed session.open future anyway
+            self._on_lost(ws.close_code)
+
+    def _on_frame(self, data: bytes) -> None:
+        now = time.perf_counter()
+        f = _frame(data)
+        if f.event is not None:
+            if f.cursor is not None:
+                self.cursor = f.cursor
+            if f.event == "message.new":
+                ref = msg_ref(f.payload)
+                received = self.received
+                seen = received.get(ref.chat_id)
+                if seen is None:
+                    seen = received[ref.chat_id] = bytearray(max(64, ref.seq * 2))
+                elif ref.seq >= len(seen):
+                    seen.extend(bytes(max(ref.seq + 1 - len(seen), len(seen))))
+                if seen[ref.seq]:
+                    self.duplicates += 1
+                else:
+                    seen[ref.seq] = 1
+                if self._replaying:
+                    self.replayed += 1
+                if self.on_message is not None:
+                    self.on_message(self, ref, now)
+            elif f.event == "session.live":
+                self._live.set()
+            return
+        fut = self._pending.pop(f.id, None) if isinstance(f.id, int) else None
+        if fut is None or fut.done():
+            return
+        if f.error is not None:
+            fut.set_exception(BenchError(f.error.code, f.error.message))
+        else:
+            fut.set_result(f.result)
+
+    def _on_lost(self, close_code: int | None) -> None:
+        pending = self._pending
+        if not self._closing:
+            self.unexpected_closes += 1
+        err = ConnectionError(f"connection closed (code {close_code})")
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        pending.clear()
+        if not self._live.is_set():
+            self._live.set()  # wake open(); it sees the failed session.open future anyway
 
     def got(self, chat_id: int, seq: int) -> int:
         seen = self.received.get(chat_id)
@@ -284,11 +428,11 @@ async def create_group(http: aiohttp.ClientSession, base: str, owner: User, memb
 
 
 async def connect_all(http: aiohttp.ClientSession, ws_url: str, conns: list[Conn], *, resume: bool = False,
-                      limit: int = 200) -> list[float]:
+                      limit: int = 200, lean: bool = False) -> list[float]:
     """Open every connection (at most `limit` handshakes at once); seconds each took to go live."""
     async def one(i: int) -> float:
         t0 = time.perf_counter()
-        await conns[i].open(http, ws_url, resume=resume)
+        await conns[i].open(http, ws_url, resume=resume, lean=lean)
         return time.perf_counter() - t0
 
     return await gather_limited(len(conns), limit, one)
