@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import msgspec
 
@@ -32,21 +33,48 @@ def head(tx: Tx) -> int:
     return int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events"))
 
 
-def replay_page(tx: Tx, user_id: int, cursor: int, limit: int) -> tuple[list[Replayed], bool]:
-    if cursor < pruned_through(tx):
+def replay_page(tx: Tx, user_id: int, cursor: int, limit: int, bounds: tuple[int, int] | None = None
+                ) -> tuple[list[Replayed], bool]:
+    """One page of replay; `bounds` is (pruned_through, head) if the caller already read them."""
+    pruned, top = bounds if bounds is not None else (pruned_through(tx), head(tx))
+    if cursor < pruned:
         raise DariError(ErrorCode.RESYNC_NEEDED,
                         "you were away longer than the server keeps events; reload chats and history",
-                        {"oldest_cursor": pruned_through(tx)})
-    if cursor > head(tx):
-        raise DariError(ErrorCode.RESYNC_NEEDED, "cursor is ahead of this server's event log", {"head": head(tx)})
+                        {"oldest_cursor": pruned})
+    if cursor > top:
+        raise DariError(ErrorCode.RESYNC_NEEDED, "cursor is ahead of this server's event log", {"head": top})
     rows = tx.all(_REPLAY, (user_id, cursor, user_id, cursor, limit + 1))
     out = [(int(r[0]), str(r[1]), msgspec.Raw(str(r[2]).encode())) for r in rows[:limit]]
     return out, len(rows) > limit
 
 
+Opened = tuple[Me, int, list[Replayed], bool]
+_OpenJob = tuple[int, int | None, int, "asyncio.Future[Opened]"]
+
+
+def _open_many(jobs: list[_OpenJob], tx: Tx) -> list[Opened | DariError]:
+    """session.open's reads for every session in `jobs`, in one snapshot: the profile, then the log
+    head (no cursor) or the first replay page after the cursor. A job's own error is its answer."""
+    bounds = (pruned_through(tx), head(tx))
+    out: list[Opened | DariError] = []
+    for user_id, cursor, limit, _ in jobs:
+        try:
+            me = _me(tx, user_id)
+            if cursor is None:
+                out.append((me, bounds[1], [], False))
+            else:
+                page, more = replay_page(tx, user_id, cursor, limit, bounds)
+                out.append((me, cursor, page, more))
+        except DariError as err:
+            out.append(err)
+    return out
+
+
 class Sync:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self._opens: list[_OpenJob] = []
+        self._open_reads: set[asyncio.Future[None]] = set()
 
     async def head(self) -> int:
         return await self.core.db.read(head)
@@ -55,18 +83,42 @@ class Sync:
         """Events after `cursor` for `user_id`, oldest first; RESYNC_NEEDED if some were pruned."""
         return await self.core.db.read(lambda tx: replay_page(tx, user_id, cursor, limit))
 
-    async def open(self, user_id: int, cursor: int | None, limit: int) -> tuple[Me, int, list[Replayed], bool]:
-        """session.open's reads in one reader call: the profile, then the log head (no cursor) or the
-        first replay page after `cursor`. Returns (me, cursor, page, more)."""
+    async def open(self, user_id: int, cursor: int | None, limit: int) -> Opened:
+        """session.open's reads: (me, cursor, first page, more). The session must already be in the
+        hub (G4: the snapshot is taken after that). Sessions opening in the same loop tick (a
+        reconnect storm) share one reader call."""
+        fut: asyncio.Future[Opened] = asyncio.get_running_loop().create_future()
+        self._opens.append((user_id, cursor, limit, fut))
+        if len(self._opens) == 1:
+            asyncio.get_running_loop().call_soon(self._read_opens)
+        return await fut
 
-        def fn(tx: Tx) -> tuple[Me, int, list[Replayed], bool]:
-            me = _me(tx, user_id)
-            if cursor is None:
-                return me, head(tx), [], False
-            page, more = replay_page(tx, user_id, cursor, limit)
-            return me, cursor, page, more
+    def _read_opens(self) -> None:
+        jobs, self._opens = self._opens, []
+        task = asyncio.ensure_future(self._answer_opens(jobs))
+        self._open_reads.add(task)
+        task.add_done_callback(self._open_reads.discard)
 
-        return await self.core.db.read(fn)
+    async def _answer_opens(self, jobs: list[_OpenJob]) -> None:
+        try:
+            results = await self.core.db.read(functools.partial(_open_many, jobs))
+        except BaseException as exc:
+            for *_, fut in jobs:
+                if not fut.done():
+                    if isinstance(exc, Exception):
+                        fut.set_exception(exc)
+                    else:
+                        fut.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, fut), res in zip(jobs, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, DariError):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
 
     async def events_between(self, lo: int, hi: int) -> list[tuple[int, list[int], bytes]]:
         """Stored events with lo <= id < hi, framed, with who should get them now (a shared bus
