@@ -73,6 +73,7 @@ class App {
     s.addEventListener("opened", async (ev) => {
       this.writeCacheUser(ev.detail.user);
       if (ev.detail.first || !this.loaded) await this.loadAll();
+      else this.chat.resumeCurrent();
       if (!this.serverInfo) this.fetchServerInfo();
     });
     s.addEventListener("resync", () => { this.loaded = false; });

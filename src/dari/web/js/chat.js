@@ -219,6 +219,16 @@ export class ChatView {
     }
   }
 
+  // After a reconnect: the open chat's first page may have been lost with the old connection
+  // (its history call failed "unavailable"), and live messages are only added to a timeline that
+  // reaches the latest one, so load it again; the resume by cursor covers the rest. A timeline the
+  // server did fill (someone reading older history) is left where it is.
+  resumeCurrent() {
+    if (this.chatId === null) return;
+    const tl = this.timeline(this.chatId);
+    if (!tl.atLatest && !tl.loading && (!tl.seqs.length || tl.fromCache)) this.loadLatest(this.chatId);
+  }
+
   async reloadCurrent() {
     if (this.chatId === null) return;
     const tl = this.timeline(this.chatId);
