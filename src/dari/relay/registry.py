@@ -141,6 +141,10 @@ class RelayRegistry:
     def entries(self) -> list[tuple[Descriptor, str]]:
         return [(self.decode(e["d"]), e["d"]) for e in self._load()["relays"].values()]
 
+    def revoked(self) -> set[str]:
+        """Revoked relay ids and serials."""
+        return {str(r) for r in self._load()["revoked"]}
+
     def get(self, relay_id: str) -> str:
         entry = self._load()["relays"].get(relay_id)
         if entry is None:

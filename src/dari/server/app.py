@@ -159,7 +159,7 @@ def create_app(state: ServerState) -> web.Application:
     app.router.add_post("/api/v1/{method}", rest_handler)
     app.router.add_get("/", index)
     app.router.add_get("/admin", admin_page)
-    link_qr.setup(app)
+    link_qr.setup(app, state.settings.data_dir)
     if WEB_ROOT.exists():
         app.router.add_static("/static/", WEB_ROOT, follow_symlinks=False)
 

@@ -4,6 +4,7 @@ import { Boards } from "./boards.js";
 import { ChatView } from "./chat.js";
 import { LANGUAGES, apply, detectLanguage, formatShort, language, setLanguage, t } from "./i18n.js";
 import { Media, previewText } from "./media.js";
+import { LINK_PREFIX } from "./relays.js";
 import { DariError, Session } from "./session.js";
 import { Stickers } from "./stickers.js";
 import { Stories } from "./stories.js";
@@ -77,6 +78,7 @@ class App {
       if (!this.serverInfo) this.fetchServerInfo();
     });
     s.addEventListener("resync", () => { this.loaded = false; });
+    s.addEventListener("relays", () => { if (this.tab === "settings") this.renderRelays(); });
     s.addEventListener("logged-out", (ev) => this.onLoggedOut(ev.detail.reason));
     s.addEventListener("event", (ev) => this.onEvent(ev.detail.name, ev.detail.payload));
     s.addEventListener("outbox.queued", (ev) => { this.pending.set(ev.detail.client_id, ev.detail); this.onPendingChanged(ev.detail.chat_id); });
@@ -364,7 +366,8 @@ class App {
   renderConn(state) {
     // Which route carries the session is part of the state a person sees (a note in the status bar).
     const route = state === "connected" ? this.session.route : null;
-    const label = route ? `${t(`conn.${state}`)} · ${route}` : t(`conn.${state}`);
+    const label = route ? `${t(`conn.${state}`)} · ${t(`conn.route_${route}`, { id: this.session.relayId ?? "" })}`
+      : t(`conn.${state}`);
     const shown = state === "connecting" ? "reconnecting" : state;
     for (const node of $$(".conn, .conn-inline")) {
       node.dataset.state = shown;
@@ -972,6 +975,34 @@ class App {
     this.renderNotifyButton();
     this.loadDevices();
     this.loadBlocked();
+    this.renderRelays();
+  }
+
+  // The relays this server vouches for (verified descriptors from relay.list, see relays.js), each
+  // with its invite link and QR code, to pass on to someone whose connection to the server is blocked.
+  renderRelays() {
+    const ul = $("#relay-list");
+    const items = this.session.relays.verified;
+    if (!items.length) {
+      ul.replaceChildren(el("li.muted.small", { text: t("settings.relays_none") }));
+      return;
+    }
+    ul.replaceChildren(...items.map(({ d, blob }) => {
+      const link = `${LINK_PREFIX}${blob}`;
+      const until = new Date(d.expires * 1000).toLocaleDateString(language());
+      return el("li.relay-item", { dataset: { relay: d.id } },
+        el("div.row-between", {},
+          el("span", {}, el("strong", { text: d.id }),
+            el("span.muted.small", { text: ` · ${t(`settings.relay_kind_${d.kind || "stream"}`)} · ${t("settings.relay_until", { date: until })}` })),
+          el("button.link.small", { type: "button", text: t("settings.relay_copy"), onclick: async () => {
+            try { await navigator.clipboard.writeText(link); toast(t("settings.relay_copied")); }
+            catch { toast(link); }
+          } })),
+        el("img.relay-qr", { src: `/relay/qr.svg?d=${encodeURIComponent(blob)}`, width: 256, height: 256,
+          alt: t("settings.relay_qr_alt", { id: d.id }) }),
+        el("input.relay-link", { type: "text", readOnly: true, value: link, "aria-label": t("settings.relay_link"),
+          onfocus: (ev) => ev.target.select() }));
+    }));
   }
 
   async loadDevices() {

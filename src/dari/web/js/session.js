@@ -1,7 +1,8 @@
 // The browser's session: the JavaScript mirror of dari.client (src/dari/client/client.py).
 //
 //  - one connection carrying JSON frames: a WebSocket to /ws, or HTTP long-poll (longpoll.js) when
-//    WebSockets fail to open (proxies that break them, blocks on the upgrade); request {id, method, params}, response
+//    WebSockets fail to open (proxies that break them, blocks on the upgrade), or a WebSocket to a
+//    relay the server vouches for (relays.js) when both fail; request {id, method, params}, response
 //    {id, result} | {id, error: {code, message}}, event {event, payload, cursor};
 //  - reconnect with jittered back-off, and resume by cursor so that no event is missed or seen twice;
 //  - calls made while reconnecting wait for the connection (or fail with code "unavailable");
@@ -9,12 +10,16 @@
 
 import { LongPollSocket } from "./longpoll.js";
 import { Outbox, newClientId } from "./outbox.js";
+import { RelayBook } from "./relays.js";
 
-// Routes in order of preference; the session moves down when one fails to open and comes back up
+// Routes in order of preference: "websocket" and "long-poll" to the page's origin, then a WebSocket
+// to each relay (see _routes). The session moves down when one fails to open and comes back up
 // when a probe of a better one succeeds (resume by cursor: nothing lost, nothing doubled).
-const ROUTES = ["websocket", "long-poll"];
+const ORIGIN_ROUTES = ["websocket", "long-poll"];
 // How often to look for a better route; tests shorten it through localStorage.
 const UPGRADE_EVERY_MS = Number(globalThis.localStorage?.getItem("dari.upgrade_ms")) || 30000;
+// How often to fetch relay.list while connected (also at the first session of each page load).
+const RELAYS_EVERY_MS = Number(globalThis.localStorage?.getItem("dari.relays_ms")) || 3600000;
 
 // Errors after which a queued message will never be accepted: keep it as failed, do not retry.
 const PERMANENT = new Set(["forbidden", "blocked", "limit_exceeded", "invalid_params", "not_found", "conflict"]);
@@ -36,7 +41,10 @@ export class Session extends EventTarget {
     this.url = url || `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/ws`;
     this.httpBase = this.url.replace(/^ws/, "http").replace(/\/ws$/, "");
     this.routeIndex = 0;
-    this.route = null; // the route carrying the session now: "websocket" | "long-poll"
+    this.route = null; // the route carrying the session now: "websocket" | "long-poll" | "relay"
+    this.relayId = null; // with route "relay": which one
+    this.relays = new RelayBook(storage);
+    this._relaysAt = 0;
     this.storage = storage;
     this.token = storage.getItem("dari.token") || null;
     this.user = null;
@@ -79,35 +87,90 @@ export class Session extends EventTarget {
   // -- connection -------------------------------------------------------------------------
   async start() {
     await this.outbox.open();
+    await this.relays.check(); // kept descriptors are re-verified before any is used
     this._closing = false;
     this._connectNow();
     if (!this._heartbeat) this._heartbeat = setInterval(() => this._probe(), 15000);
     if (!this._upgrader) this._upgrader = setInterval(() => this._tryBetterRoute(), UPGRADE_EVERY_MS);
+    if (!this._relayTimer) this._relayTimer = setInterval(() => this.refreshRelays(), RELAYS_EVERY_MS);
   }
 
-  // On a fallback route, see whether the WebSocket opens again; if it does, move the session there.
-  _tryBetterRoute() {
-    if (this.routeIndex === 0 || !this._ws || this._ws.readyState !== WebSocket.OPEN) return;
-    let probe;
+  // Every route in order: the origin's two, then one per address of each usable "https" relay.
+  _routes() {
+    return [{ kind: "websocket", url: this.url }, { kind: "long-poll", url: this.httpBase },
+      ...this.relays.wsRoutes()];
+  }
+
+  // Fetch relay.list over the current session and keep what verifies (relays.js). A relay that
+  // was revoked while carrying the session is left at once.
+  async refreshRelays() {
+    const ws = this._ws;
+    if (!this._authed || !ws || ws.readyState !== WebSocket.OPEN) return;
+    const current = ws._routeKey;
     try {
-      probe = new WebSocket(this.url);
-    } catch {
+      const listing = await this._callOn(ws, "relay.list", {});
+      this._relaysAt = Date.now();
+      await this.relays.apply(listing, { fromOrigin: ws._route !== "relay" });
+    } catch (err) {
+      console.warn("relay.list failed", err);
       return;
     }
-    const timer = setTimeout(() => { try { probe.close(); } catch { /* gone */ } }, 5000);
-    // Opening is not enough (a middlebox may accept and then kill the socket): it must answer.
-    probe.onopen = () => probe.send(JSON.stringify({ id: 1, method: "session.ping", params: {} }));
-    probe.onmessage = (ev) => {
-      let reply = null;
-      try { reply = JSON.parse(ev.data); } catch { /* not ours */ }
-      if (!reply || reply.id !== 1 || !reply.result) return;
-      clearTimeout(timer);
-      probe.close();
-      if (this.routeIndex === 0 || !this._ws) return;
+    const routes = this._routes();
+    const i = routes.findIndex((r) => `${r.kind} ${r.url}` === current);
+    if (i >= 0) {
+      this.routeIndex = i;
+    } else if (ws === this._ws) {
       this.routeIndex = 0;
-      this._abandon(this._ws); // reconnects on the WebSocket and resumes by cursor
-    };
-    probe.onerror = () => {};
+      this._abandon(ws); // its relay was withdrawn: start again from the origin
+    }
+    this._emit("relays", this.relays.verified);
+  }
+
+  // On a fallback route, see whether a better one answers again (the WebSocket, then, from a relay,
+  // long-poll); if one does, move the session there.
+  async _tryBetterRoute() {
+    if (this.routeIndex === 0 || this._upgrading || !this._ws || this._ws.readyState !== WebSocket.OPEN) return;
+    this._upgrading = true;
+    try {
+      for (let i = 0; i < Math.min(this.routeIndex, ORIGIN_ROUTES.length); i++) {
+        if (!(await this._probeRoute(ORIGIN_ROUTES[i]))) continue;
+        if (this.routeIndex <= i || !this._ws) return;
+        this.routeIndex = i;
+        this._abandon(this._ws); // reconnects on the better route and resumes by cursor
+        return;
+      }
+    } finally {
+      this._upgrading = false;
+    }
+  }
+
+  // Does this origin route carry a request now? Opening is not enough (a middlebox may accept and
+  // then kill the socket): it must answer a ping.
+  _probeRoute(kind) {
+    return new Promise((resolve) => {
+      let probe;
+      try {
+        probe = kind === "websocket" ? new WebSocket(this.url) : new LongPollSocket(this.httpBase);
+      } catch {
+        resolve(false);
+        return;
+      }
+      const done = (ok) => {
+        clearTimeout(timer);
+        probe.onopen = probe.onmessage = probe.onclose = null;
+        try { probe.close(); } catch { /* gone */ }
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), 5000);
+      probe.onopen = () => probe.send(JSON.stringify({ id: 1, method: "session.ping", params: {} }));
+      probe.onmessage = (ev) => {
+        let reply = null;
+        try { reply = JSON.parse(ev.data); } catch { /* not ours */ }
+        if (reply && reply.id === 1 && reply.result) done(true);
+      };
+      probe.onclose = () => done(false);
+      probe.onerror = () => {};
+    });
   }
 
   // A connection that silently died (a dropped NAT mapping, a middlebox eating packets) is only
@@ -128,15 +191,19 @@ export class Session extends EventTarget {
     if (this._closing || this._ws) return;
     this._setState(this.reconnects ? "reconnecting" : "connecting");
     let ws;
-    const kind = ROUTES[this.routeIndex];
+    const routes = this._routes();
+    if (this.routeIndex >= routes.length) this.routeIndex = 0;
+    const route = routes[this.routeIndex];
     try {
-      ws = kind === "websocket" ? new WebSocket(this.url) : new LongPollSocket(this.httpBase);
+      ws = route.kind === "long-poll" ? new LongPollSocket(this.httpBase) : new WebSocket(route.url);
     } catch (err) {
       this._nextRoute();
       this._scheduleReconnect();
       return;
     }
-    ws._route = kind;
+    ws._route = route.kind;
+    ws._relay = route.id || null;
+    ws._routeKey = `${route.kind} ${route.url}`;
     this._ws = ws;
     // A blackholed connection never opens nor fails: give up on it and try again.
     const timer = setTimeout(() => { if (ws.readyState === WebSocket.CONNECTING) this._abandon(ws); }, 8000);
@@ -181,16 +248,18 @@ export class Session extends EventTarget {
     this._ready(ws);
     this._emit("opened", { first, user: info.user });
     this.flush();
+    if (first || Date.now() - this._relaysAt > RELAYS_EVERY_MS) this.refreshRelays();
   }
 
   _nextRoute() {
-    this.routeIndex = (this.routeIndex + 1) % ROUTES.length;
+    this.routeIndex = (this.routeIndex + 1) % this._routes().length;
   }
 
   _ready(ws) {
     if (ws !== this._ws) return;
     ws._wasOpen = true; // it carried a session: a route that works, not one that opens and dies
     this.route = ws._route || "websocket";
+    this.relayId = ws._relay || null;
     this._authed = !!this.token;
     this._delay = 300;
     this._setState("connected");
@@ -209,6 +278,7 @@ export class Session extends EventTarget {
     if (ws !== this._ws) return;
     this._ws = null;
     this.route = null;
+    this.relayId = null;
     // A route that never carried a session (refused upgrade, blackholed, a socket killed right
     // after opening, a broken proxy): try the next one.
     if (!ws._wasOpen) this._nextRoute();
