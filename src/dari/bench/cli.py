@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="small, few-second versions of every scenario (CI)")
     p.add_argument("--server", metavar="URL", help="bench a running server instead of starting one")
     p.add_argument("--server-pid", type=int, help="with --server: its PID, to report its CPU and memory")
+    p.add_argument("--bind", metavar="ADDR", help="source address of the load generator's connections (e.g."
+                   " 127.0.0.2: each loopback address has its own ~28,000 ephemeral ports)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("suite", nargs="?", choices=["failover", "detect", "web", "media"],
                    help="failover: time from a route cut (reset or blackhole) to the first message through the"
@@ -166,7 +168,8 @@ def _main(args: argparse.Namespace) -> int:
 
     cfg = Config(scenarios=args.scenarios or list(SCENARIOS), quick=args.quick, duration=args.duration,
                  users=args.users, connections=args.connections, window=max(1, args.window),
-                 rate=max(0.0, args.rate), server=args.server, server_pid=args.server_pid)
+                 rate=max(0.0, args.rate), server=args.server, server_pid=args.server_pid,
+                 bind=args.bind)
     try:
         import uvloop
 

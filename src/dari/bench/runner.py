@@ -30,6 +30,7 @@ class Config:
     rate: float = 0.0
     server: str | None = None
     server_pid: int | None = None
+    bind: str | None = None      # the load generator's source address (e.g. 127.0.0.2: more ephemeral ports)
     verbose: bool = True
 
 
@@ -61,7 +62,7 @@ Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 
 
 async def _run_one(cfg: Config, name: str, fn: Scenario, base: str, stat: ProcStat | None) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, local_addr=(cfg.bind, 0) if cfg.bind else None)
     timeout = aiohttp.ClientTimeout(total=120, sock_connect=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         ctx = Context(cfg, http, base.rstrip("/"), stat, f"b{secrets.token_hex(3)}_")

@@ -16,7 +16,7 @@ async def idle_connections(ctx: Context) -> dict[str, Any]:
     # Each connection authenticates with session.open on its own; accounts are shared round-robin
     # (several connections per device token) so that argon2 sign-ups do not dominate the run.
     accounts = min(n, ctx.cfg.users or ctx.pick(1000, 50))
-    hold = ctx.pick(5.0, 1.0)
+    hold = ctx.cfg.duration or ctx.pick(5.0, 1.0)   # --duration: how long to hold them open
     people = await signup_many(ctx.http, ctx.base, accounts, ctx.prefix)
     conns = [Conn(i, people[i % accounts]) for i in range(n)]
     await asyncio.sleep(1.0)
