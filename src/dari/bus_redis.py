@@ -22,6 +22,8 @@ from dari.protocol.frames import encode_event
 from dari.storage.base import StoredEvent
 
 log = logging.getLogger("dari.bus")
+MAX_CONNECTIONS = 64   # per process
+
 PRESENCE_EVERY_S = 2.0
 
 # (kind, origin node, payload): "d" deliveries [(recipients, frame, cursor)], "x" drop device
@@ -59,8 +61,14 @@ class RedisBus(Bus):
         return f"dari:{self.namespace}:{name}"
 
     async def start(self) -> None:
-        self.redis = aioredis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2,
-                                       health_check_interval=5)
+        # A bounded pool: every request does a rate-limit round trip, and an unbounded pool opens a
+        # connection per concurrent request, so a reconnect storm of thousands of sessions ran Redis
+        # out of clients (maxclients) and knocked the bus over for every process. Requests queue
+        # for a connection instead (they pipeline, so a few dozen carry thousands per second).
+        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=MAX_CONNECTIONS, timeout=2,
+                                                        socket_timeout=2, socket_connect_timeout=2,
+                                                        health_check_interval=5)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._send()),
                        asyncio.create_task(self._presence())]
         # Subscribe before reading the head: anything committed after the head arrives by the bus.
@@ -79,6 +87,7 @@ class RedisBus(Bus):
                 await self.redis.delete(self._key(f"online:{self.node}"))
                 await self.redis.srem(self._key("nodes"), self.node)
             await self.redis.aclose()
+            await self.redis.connection_pool.disconnect()   # ours (passed in), so aclose leaves it open
 
     # -- outgoing: deliver here now, tell the other processes in batches ----------------------
     def publish(self, events: list[StoredEvent]) -> None:
