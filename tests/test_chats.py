@@ -226,3 +226,16 @@ async def test_typing_and_presence(make_user) -> None:
     await alice.close()
     ev = await bob.next_event("presence")
     assert ev.payload["online"] is False and ev.payload["last_seen_at"]
+
+
+def test_open_chat_link_codes_never_start_like_an_option() -> None:
+    """A code starting with '-' broke `dari chat open-join CODE` (argparse took it for an option):
+    about one open chat in 32 got one. Codes are still URL-safe and unique-looking."""
+    import re
+
+    from dari.services.chats import new_link_code
+
+    codes = [new_link_code() for _ in range(5000)]
+    assert all(c[0].isalnum() for c in codes)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{12}", c) for c in codes)
+    assert len(set(codes)) == len(codes)

@@ -149,7 +149,7 @@ class Chats:
     async def create_open(self, caller: Caller, p: m.CreateOpen) -> ChatDetail:
         limit = min(p.member_limit or self.core.settings.open_member_limit, self.core.settings.open_member_limit)
         now = now_ms()
-        code = secrets.token_urlsafe(9)
+        code = new_link_code()
 
         def fn(tx: Tx) -> ChatDetail:
             chat_id = tx.scalar(
@@ -319,3 +319,12 @@ class Chats:
             return {"chat_id": p.chat_id, "read_seq": seq}
 
         return await self.core.db.write(fn)
+
+
+def new_link_code() -> str:
+    """An open chat's link code: 12 URL-safe characters that never start with '-' or '_', so the code
+    can be typed as a command-line argument (`dari chat open-join CODE`) or read aloud."""
+    while True:
+        code = secrets.token_urlsafe(9)
+        if code[0].isalnum():
+            return code
