@@ -215,10 +215,15 @@ async def test_killed_node_clients_resume_through_haproxy(nodes, tmp_path: Path)
         # kept one node out at first on a busy machine, so which one that is is not fixed).
         held = [await _connections(n.url) for n in (n1, n2)]
         victim = n1 if held[0] >= held[1] else n2
-        task = asyncio.gather(*(load(u, 15) for u in users))
-        await asyncio.sleep(0.4)
+        task = asyncio.gather(*(load(u, 30) for u in users))
+        await asyncio.sleep(0.3)
         victim.kill()
         await asyncio.wait_for(task, 60)
+        # The load may finish before a client notices its node died: wait for the notice itself.
+        for _ in range(200):
+            if sum(u.reconnects for u in users) >= 1:
+                break
+            await asyncio.sleep(0.1)
         assert sum(u.reconnects for u in users) >= 1, f"somebody was on the killed node ({held})"
         for u in users:
             got = [e.payload["seq"] for e in u.drain_events()
