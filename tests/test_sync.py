@@ -121,6 +121,19 @@ async def test_old_cursor_gets_resync_needed(server_factory) -> None:
         await a.close()
 
 
+async def _resume_and_collect(url: str, token: str, cursor: int) -> list[int]:
+    """Come back with a saved cursor; the seqs of the messages replayed up to session.live. The
+    resume must succeed at the first try (no reconnect in between)."""
+    back = Client(url, token=token, cursor=cursor)
+    try:
+        await back.connect()
+        await back.wait_live(30)
+        assert back.reconnects == 0
+        return [e.payload["seq"] for e in back.drain_events() if e.name == "message.new"]
+    finally:
+        await back.close()
+
+
 def _server_holds(server_port: int, client_port: int) -> bool:
     """Whether the server still has an established TCP socket to this client port (/proc/net/tcp)."""
     with open("/proc/net/tcp") as fh:
@@ -168,14 +181,9 @@ async def test_client_that_stops_reading_is_dropped_then_resumes_without_loss(se
     finally:
         await ws.close()
         await http.close()
-    back = Client(srv.url, token=token, cursor=cursor)
     try:
-        await back.connect()
-        await back.wait_live(30)
-        got = [e.payload["seq"] for e in back.drain_events() if e.name == "message.new"]
-        assert got == [m["seq"] for m in sent]
+        assert await _resume_and_collect(srv.url, token, cursor) == [m["seq"] for m in sent]
     finally:
-        await back.close()
         await sender.close()
 
 
@@ -194,18 +202,12 @@ async def test_resume_with_a_backlog_larger_than_the_send_cap_is_paced_not_dropp
     token, cursor = away.token, away.cursor
     await away.close()
     sent = [await sender.send_message(chat["chat_id"], f"while away {i}") for i in range(300)]
-    back = Client(srv.url, token=token, cursor=cursor)
     try:
-        await back.connect()
-        await back.wait_live(30)
-        got = [e.payload["seq"] for e in back.drain_events() if e.name == "message.new"]
-        assert got == [m["seq"] for m in sent]
+        assert await _resume_and_collect(srv.url, token, cursor) == [m["seq"] for m in sent]
         async with aiohttp.ClientSession() as http:
             metrics = await (await http.get(f"{srv.url}/metrics")).text()
         assert "dari_slow_consumer_drops_total 0.0" in metrics
-        assert back.reconnects == 0
     finally:
-        await back.close()
         await sender.close()
 
 
