@@ -89,6 +89,8 @@ async def slow_consumers(ctx: Context) -> dict[str, Any]:
 
     loaded = await phase(wake_slow, all_dropped)
     reconnected = 0
+    if watchers:   # the drain can end on the last replayed message, a moment before session.live
+        await asyncio.wait(watchers, timeout=10)
     for w in watchers:
         if w.done():
             reconnected += 1 if not w.cancelled() and w.exception() is None and w.result() else 0
