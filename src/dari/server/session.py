@@ -20,6 +20,7 @@ from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import SessionInfo
 from dari.services.core import Caller
 from dari.services.peer import current_peer
+from dari.services.sync import Replayed
 
 if TYPE_CHECKING:
     from dari.server.app import ServerState
@@ -81,10 +82,13 @@ class Session:
         """A live event from the hub."""
         if self._replaying:
             self._held.append((frame, cursor))
-            return
+        else:
+            self._forward(frame, cursor)
+
+    def _forward(self, frame: bytes, cursor: int | None) -> None:
         if cursor is not None:
             if cursor <= self.cursor:
-                return
+                return   # already sent by a replay
             self.cursor = cursor
         self.send(frame)
 
@@ -164,19 +168,9 @@ class Session:
         """Replay stored events after this session's cursor (after a shared-bus outage)."""
         if self.caller is None or self.closed or self._replaying:
             return
-        sync = self.state.services.sync
         self._replaying = True
         try:
-            while not self.closed:
-                batch, more = await sync.replay(self.caller.user_id, self.cursor, self._page())
-                for eid, etype, payload in batch:
-                    if eid > self.cursor:
-                        self.send(frames.encode_event(etype, payload, eid))
-                        self.cursor = eid
-                if not more:
-                    break
-                await self._room()
-            await self._release_held()
+            await self._replay(self.caller.user_id, [], True)
         except DariError as err:
             if err.code == ErrorCode.RESYNC_NEEDED:
                 self.close(CLOSE_TOO_SLOW, "missed too much: reconnect and resync")
@@ -184,7 +178,29 @@ class Session:
             self._replaying = False
             held, self._held = self._held, []
             for frame, cursor in held:
-                self.push(frame, cursor)
+                self._forward(frame, cursor)
+
+    async def _replay(self, user_id: int, first: list[Replayed], more: bool) -> None:
+        """Send stored events after the cursor (`first` is a page already read) and then the live ones
+        held meanwhile, a page at a time at the client's pace; ends the replay."""
+        sync = self.state.services.sync
+        while True:
+            for eid, etype, payload in first:
+                if eid > self.cursor:
+                    self.send(frames.encode_event(etype, payload, eid))
+                    self.cursor = eid
+            if not more or self.closed:
+                break
+            await self._room()
+            first, more = await sync.replay(user_id, self.cursor, self._page())
+        while self._held and not self.closed:
+            await self._room()
+            n = self._page()
+            batch, self._held = self._held[:n], self._held[n:]
+            for frame, cursor in batch:
+                self._forward(frame, cursor)
+        self._held.clear()
+        self._replaying = False
 
     def _page(self) -> int:
         return max(1, min(REPLAY_PAGE, self.state.settings.send_buffer_frames // 2))
@@ -203,20 +219,6 @@ class Session:
         """Called by the transport each time it has taken everything queued in the outbox."""
         if self._drained is not None:
             self._drained.set()
-
-    async def _release_held(self) -> None:
-        """Send the live events that arrived during a replay, also at the client's pace."""
-        while self._held and not self.closed:
-            await self._room()
-            batch, self._held = self._held[:self._page()], self._held[self._page():]
-            for frame, cursor in batch:
-                if cursor is not None:
-                    if cursor <= self.cursor:
-                        continue
-                    self.cursor = cursor
-                self.send(frame)
-        self._held.clear()
-        self._replaying = False
 
     async def _open(self, rid: int | str, params: dict[str, Any]) -> None:
         p = m.parse_params(m.METHODS["session.open"], params)
@@ -237,15 +239,7 @@ class Session:
             me, self.cursor, first, more = await sync.open(caller.user_id, p.cursor, self._page())
             accounts.touch_device(caller)
             self.send(frames.encode_result(rid, SessionInfo(me, caller.device_id, self.cursor)))
-            while True:
-                for eid, etype, payload in first:
-                    self.send(frames.encode_event(etype, payload, eid))
-                    self.cursor = eid
-                if not more or self.closed:
-                    break
-                await self._room()
-                first, more = await sync.replay(caller.user_id, self.cursor, self._page())
-            await self._release_held()
+            await self._replay(caller.user_id, first, more)
         except BaseException:
             self.state.hub.remove(self, caller.user_id, caller.device_id)
             self.caller = None

@@ -133,19 +133,6 @@ class _Flusher:
         self.dead = True
 
 
-async def _fallback_writer(ws: web.WebSocketResponse, session: Session) -> None:
-    """Frame by frame through aiohttp, for a transport that does not expose what _Flusher needs."""
-    while True:
-        while session.outbox:
-            await ws.send_frame(session.outbox.popleft(), WSMsgType.TEXT)
-            session.drained()
-        if session.closed:
-            await ws.close(code=session.close_code, message=session.close_reason.encode())
-            return
-        session.wakeup.clear()
-        await session.wakeup.wait()
-
-
 def _reset(transport: Any) -> None:
     """Abort with a TCP reset: a plain close would leave the kernel holding the unsent bytes (and the
     socket in FIN-WAIT) until it gives up on the peer."""
@@ -172,15 +159,12 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     session = Session(state, request.remote or "?", "ws")
     state.metrics.connections.inc()
     state.sessions.add(session)
-    wsw = getattr(ws, "_writer", None)
-    transport, protocol = getattr(wsw, "transport", None), getattr(wsw, "protocol", None)
-    flusher: _Flusher | None = None
-    fallback: asyncio.Task[None] | None = None
-    if transport is not None and hasattr(protocol, "_drain_helper"):
-        flusher = _Flusher(ws, session, transport, protocol)
-        session.notify = flusher.kick
-    else:
-        fallback = asyncio.create_task(_fallback_writer(ws, session))
+    # aiohttp's writer after prepare(): the transport we write frames to and the protocol whose
+    # flow control (writing_paused, _drain_helper) tells us the peer is not reading.
+    writer = ws._writer
+    assert writer is not None
+    flusher = _Flusher(ws, session, writer.transport, writer.protocol)
+    session.notify = flusher.kick
     pending: set[asyncio.Task[None]] = set()
     try:
         async for msg in ws:
@@ -206,13 +190,5 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             session.close(1000, "")
         state.sessions.discard(session)
         state.metrics.connections.dec()
-        if flusher is not None:
-            await flusher.finish(5)
-        elif fallback is not None:
-            try:
-                await asyncio.wait_for(fallback, 5)
-            except (TimeoutError, ConnectionError, asyncio.CancelledError):
-                fallback.cancel()
-            except Exception:  # the peer vanished mid-write
-                fallback.cancel()
+        await flusher.finish(5)
     return ws
