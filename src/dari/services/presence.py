@@ -3,13 +3,13 @@ offline, once per session."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 
 from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import Presence
+from dari.services.batching import TickBatcher
 from dari.services.core import Caller, Core, active_members, now_ms
 from dari.storage.base import Tx
 
@@ -34,16 +34,17 @@ def _watchers(tx: Tx, user_id: int) -> list[int]:
             if _visible(tx, user_id, r[0])]
 
 
-def _watchers_of(user_ids: list[int], tx: Tx) -> list[tuple[int, list[int]]]:
-    return [(uid, _watchers(tx, uid)) for uid in user_ids]
+def _watchers_of(user_ids: list[int], tx: Tx) -> list[list[int] | DariError]:
+    return [_watchers(tx, uid) for uid in user_ids]
 
 
 class PresenceService:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._members: dict[int, tuple[float, list[int]]] = {}
-        self._coming: list[int] = []     # went online, watchers not told yet
-        self._telling = False
+        # Users who come online together (a reconnect storm) share one reader call.
+        self._watchers_batch: TickBatcher[int, list[int]] = TickBatcher(
+            lambda user_ids: core.db.read(functools.partial(_watchers_of, user_ids)), limit=_ONLINE_BATCH)
 
     async def _chat_members(self, chat_id: int, user_id: int) -> list[int]:
         hit = self._members.get(chat_id)
@@ -82,25 +83,11 @@ class PresenceService:
         return await self.core.db.read(fn)
 
     async def went_online(self, user_id: int) -> None:
-        """Tell the watchers. Users who come online together (a reconnect storm) share one reader
-        call: the first one's task looks up everybody queued by then, and again for those queued
-        while it read."""
-        self._coming.append(user_id)
-        if self._telling:
-            return
-        self._telling = True
         try:
-            await asyncio.sleep(0)   # let the sessions opened in this loop tick join
-            while self._coming:
-                batch = list(dict.fromkeys(self._coming[:_ONLINE_BATCH]))
-                del self._coming[:_ONLINE_BATCH]
-                found = await self.core.db.read(functools.partial(_watchers_of, batch))
-                for uid, watchers in found:
-                    self.core.bus.ephemeral(watchers, "presence", {"user_id": uid, "online": True})
+            watchers = await self._watchers_batch(user_id)
         except DariError:
-            self._coming.clear()
-        finally:
-            self._telling = False
+            return   # storage unavailable: presence is best effort
+        self.core.bus.ephemeral(watchers, "presence", {"user_id": user_id, "online": True})
 
     async def went_offline(self, user_id: int) -> None:
         now = now_ms()

@@ -11,6 +11,7 @@ from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import Me, SyncBatch
 from dari.services.accounts import _me
+from dari.services.batching import TickBatcher
 from dari.services.core import Caller, Core, now_ms
 from dari.storage.base import Tx
 
@@ -49,15 +50,15 @@ def replay_page(tx: Tx, user_id: int, cursor: int, limit: int, bounds: tuple[int
 
 
 Opened = tuple[Me, int, list[Replayed], bool]
-_OpenJob = tuple[int, int | None, int, "asyncio.Future[Opened]"]
+_OpenKey = tuple[int, int | None, int]    # user id, cursor (None: start from now), page size
 
 
-def _open_many(jobs: list[_OpenJob], tx: Tx) -> list[Opened | DariError]:
-    """session.open's reads for every session in `jobs`, in one snapshot: the profile, then the log
-    head (no cursor) or the first replay page after the cursor. A job's own error is its answer."""
+def _open_many(keys: list[_OpenKey], tx: Tx) -> list[Opened | DariError]:
+    """session.open's reads for every session in `keys`, in one snapshot: the profile, then the log
+    head (no cursor) or the first replay page after the cursor. A session's own error is its answer."""
     bounds = (pruned_through(tx), head(tx))
     out: list[Opened | DariError] = []
-    for user_id, cursor, limit, _ in jobs:
+    for user_id, cursor, limit in keys:
         try:
             me = _me(tx, user_id)
             if cursor is None:
@@ -73,8 +74,8 @@ def _open_many(jobs: list[_OpenJob], tx: Tx) -> list[Opened | DariError]:
 class Sync:
     def __init__(self, core: Core) -> None:
         self.core = core
-        self._opens: list[_OpenJob] = []
-        self._open_reads: set[asyncio.Future[None]] = set()
+        self._opens: TickBatcher[_OpenKey, Opened] = TickBatcher(
+            lambda keys: core.db.read(functools.partial(_open_many, keys)))
 
     async def head(self) -> int:
         return await self.core.db.read(head)
@@ -87,38 +88,7 @@ class Sync:
         """session.open's reads: (me, cursor, first page, more). The session must already be in the
         hub (G4: the snapshot is taken after that). Sessions opening in the same loop tick (a
         reconnect storm) share one reader call."""
-        fut: asyncio.Future[Opened] = asyncio.get_running_loop().create_future()
-        self._opens.append((user_id, cursor, limit, fut))
-        if len(self._opens) == 1:
-            asyncio.get_running_loop().call_soon(self._read_opens)
-        return await fut
-
-    def _read_opens(self) -> None:
-        jobs, self._opens = self._opens, []
-        task = asyncio.ensure_future(self._answer_opens(jobs))
-        self._open_reads.add(task)
-        task.add_done_callback(self._open_reads.discard)
-
-    async def _answer_opens(self, jobs: list[_OpenJob]) -> None:
-        try:
-            results = await self.core.db.read(functools.partial(_open_many, jobs))
-        except BaseException as exc:
-            for *_, fut in jobs:
-                if not fut.done():
-                    if isinstance(exc, Exception):
-                        fut.set_exception(exc)
-                    else:
-                        fut.cancel()
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (*_, fut), res in zip(jobs, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(res, DariError):
-                fut.set_exception(res)
-            else:
-                fut.set_result(res)
+        return await self._opens((user_id, cursor, limit))
 
     async def events_between(self, lo: int, hi: int) -> list[tuple[int, list[int], bytes]]:
         """Stored events with lo <= id < hi, framed, with who should get them now (a shared bus
