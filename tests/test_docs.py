@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from dari.protocol.errors import ErrorCode
@@ -25,3 +26,21 @@ def test_readme_has_run_and_test_sections() -> None:
     assert readme.index("dari") < run < test
     assert "dari serve --demo" in readme[run:test]
     assert "pytest" in readme[test:]
+
+
+def test_readme_links_stay_inside_the_repository() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)]+)\)", readme):
+        if target.startswith(("http://", "https://", "#")):
+            continue
+        assert not target.startswith(".."), f"README.md links outside the repository: {target}"
+        assert (ROOT / target).exists(), f"README.md links a missing file: {target}"
+
+
+def test_design_doc_names_every_guarantee_and_real_tests() -> None:
+    doc = (ROOT / "docs" / "design.md").read_text()
+    for n in range(1, 10):
+        assert f"| G{n} |" in doc, f"docs/design.md does not state G{n}"
+    for file, name in re.findall(r"`(test_\w+\.py)::(test_\w+)`", doc):
+        source = (ROOT / "tests" / file).read_text()
+        assert re.search(rf"def {name}\(", source), f"docs/design.md cites {file}::{name}, which does not exist"
