@@ -342,9 +342,15 @@ async def test_friends_and_direct_chat(svc: Svc) -> None:
     again = await svc.call(bob, "chat.open_direct", user_id=alice.user_id)
     assert again["chat_id"] == chat_id  # one 1:1 chat per pair
     await svc.call(bob, "friend.block", user_id=alice.user_id)
-    with pytest.raises(DariError) as exc:
-        await svc.call(alice, "message.send", chat_id=chat_id, client_id="c1", text="hi")
-    assert exc.value.code == ErrorCode.BLOCKED
+    # Withheld from the blocker, shown to the sender as sent and unread (KakaoTalk reveals no block).
+    sent = await svc.call(alice, "message.send", chat_id=chat_id, client_id="c1", text="hi")
+    assert sent["unread"] == 1
+    mine = await svc.call(alice, "message.history", chat_id=chat_id)
+    assert [m["text"] for m in mine["messages"]][-1] == "hi" and mine["messages"][-1]["unread"] == 1
+    theirs = await svc.call(bob, "message.history", chat_id=chat_id)
+    assert "hi" not in [m["text"] for m in theirs["messages"]]
+    listed = {c["chat_id"]: c for c in await svc.call(bob, "chat.list")}[chat_id]
+    assert listed["unread"] == 0 and (listed["last_message"] or {}).get("text") != "hi"
 
 
 async def test_send_is_idempotent_by_client_id(svc: Svc) -> None:

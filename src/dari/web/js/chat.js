@@ -4,6 +4,7 @@
 
 import { formatDay, formatTime, t } from "./i18n.js";
 import { MEDIA_KINDS, previewText } from "./media.js";
+import { systemText } from "./systemline.js";
 import { $, avatar, confirmDialog, dialog, el, errorText, toast } from "./ui.js";
 
 const PAGE = 50;
@@ -353,7 +354,7 @@ export class ChatView {
       out.push(el("li.day-sep", {}, el("span", { text: formatDay(msg.created_at) })));
     }
     if (msg.kind === "system") {
-      out.push(el("li.msg.system", { dataset: { seq: msg.seq } }, el("span", { text: msg.text })));
+      out.push(el("li.msg.system", { dataset: { seq: msg.seq } }, el("span", { text: systemText(msg) })));
       return out;
     }
     const mine = msg.sender_id === me;
