@@ -96,3 +96,15 @@ async def test_new_direct_chat_with_a_blocker_stays_invisible_to_them(make_user)
     assert detail["chat_id"] not in [c["chat_id"] for c in await alice.call("chat.list")]
     mine = {c["chat_id"]: c for c in await bob.call("chat.list")}[detail["chat_id"]]
     assert mine["title"] == "Alice" and mine["last_message"]["text"] == "hi, it's bob"
+
+
+def test_cli_renders_system_lines_from_the_event_not_the_stored_text() -> None:
+    from dari.cli.render import message_line, system_line
+    msg = {"seq": 3, "created_at": 0, "kind": "system", "text": "stale text",
+           "system": {"event": "members_invited", "actor": {"id": 1, "name": "Minji"},
+                      "users": [{"id": 2, "name": "Jun"}, {"id": 3, "name": "Sora"}, {"id": 4, "name": "Ara"}]}}
+    assert system_line(msg) == "Minji invited Jun, Sora and Ara"
+    assert "— Minji invited Jun, Sora and Ara —" in message_line(msg).plain
+    # An event this CLI does not know yet, or an old server without events: the stored text.
+    assert system_line({**msg, "system": {"event": "from_the_future"}}) == "stale text"
+    assert system_line({"kind": "system", "text": "old server line"}) == "old server line"
