@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from tests.conftest import ServerProcess
+from tests.conftest import PASSWORD, ServerProcess
 from tests.test_web import T, add_friend, browser, chat_row, new_page, send, signup  # noqa: F401
 
 MakeUser = Callable[..., Any]
@@ -99,7 +99,9 @@ async def test_japanese_page_renders_system_lines_from_the_event(server: ServerP
     # erin (SDK) makes a group with the page's user and frank, renames it and removes frank.
     group = await erin.call("chat.create_group", title="週末", member_ids=[dora_id, frank.user["user_id"]])
     await erin.call("chat.rename", chat_id=group["chat_id"], title="旅行")
+    await frank.send_message(group["chat_id"], "こんにちは")
     await erin.call("chat.remove_member", chat_id=group["chat_id"], user_id=frank.user["user_id"])
+    await frank.call("account.delete", password=PASSWORD)
     await dora.click("[data-tab=chats]")
     row = chat_row(dora, "旅行")
     await expect(row.locator(".chat-preview")).to_have_text("ErinさんがFrankさんを退出させました", timeout=T)
@@ -107,6 +109,9 @@ async def test_japanese_page_renders_system_lines_from_the_event(server: ServerP
     await expect(dora.locator("li.msg.system")).to_have_text([
         "Erinさんがグループ「週末」を作成しました", "Erinさんがチャット名を「旅行」に変更しました",
         "ErinさんがFrankさんを退出させました"], timeout=T)
+    # The server's placeholder for a deleted account's name is shown in Japanese too.
+    hello = dora.locator("li.msg[data-seq]", has=dora.locator(".text", has_text="こんにちは"))
+    await expect(hello.locator(".sender")).to_have_text("（退会したユーザー）", timeout=T)
 
     # A server error in Japanese too.
     await dora.click("[data-tab=friends]")

@@ -25,3 +25,11 @@ export function systemText(msg) {
   if (!s || !EVENTS.has(s.event)) return msg.text || "";
   return t(`system.${s.event}`, { actor: person(s.actor), title: s.title ?? "", users: people(s.users) });
 }
+
+// The server's placeholders for a person who is gone: a 1:1 chat's title once the other person's
+// account is deleted, and the sender of messages from a deleted account.
+const PLACEHOLDERS = { "(left)": "names.left", "(deleted)": "names.deleted" };
+
+export function shownName(name) {
+  return PLACEHOLDERS[name] ? t(PLACEHOLDERS[name]) : name;
+}
