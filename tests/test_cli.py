@@ -130,6 +130,11 @@ def test_groups_mute_edit_react_unsend(dari: Run, server: ServerProcess) -> None
     assert js(dari("msg", "history", str(gid), "--profile", "c", "--json"))["messages"][-1]["unsent"]
 
     dari("chat", "remove", str(gid), "sora", "--profile", "a")
+    # System lines are rendered from their structured events.
+    shown = dari("msg", "history", str(gid), "--profile", "b").stdout
+    for line in ("Minji created the group “Study”", "Minji invited Sora", "Minji renamed the chat to “Study club”",
+                 "Minji removed Sora"):
+        assert f"— {line} —" in shown, shown
     members = js(dari("chat", "info", str(gid), "--profile", "a", "--json"))["members"]
     assert sorted(m["handle"] for m in members) == ["jun", "minji"]
 

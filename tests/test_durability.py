@@ -133,8 +133,8 @@ async def test_outbox_keeps_permanent_failures_visible(make_user, tmp_path) -> N
     alice = await make_user("alice", outbox_path=str(tmp_path / "o.db"))
     bob = await make_user("bob")
     chat = (await alice.call("chat.open_direct", user_id=bob.user["user_id"]))["chat_id"]
-    await bob.call("friend.block", user_id=alice.user["user_id"])
+    await alice.call("chat.leave", chat_id=chat)   # no longer a member: every retry would fail
     await alice.send_message(chat, "are you there?")
     ev = await alice.next_event("outbox.failed")
-    assert ev.payload["code"] == ErrorCode.BLOCKED.value
+    assert ev.payload["code"] == ErrorCode.FORBIDDEN.value
     assert [f[2] for f in alice.outbox.failed()] == ["are you there?"]

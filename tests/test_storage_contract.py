@@ -342,9 +342,15 @@ async def test_friends_and_direct_chat(svc: Svc) -> None:
     again = await svc.call(bob, "chat.open_direct", user_id=alice.user_id)
     assert again["chat_id"] == chat_id  # one 1:1 chat per pair
     await svc.call(bob, "friend.block", user_id=alice.user_id)
-    with pytest.raises(DariError) as exc:
-        await svc.call(alice, "message.send", chat_id=chat_id, client_id="c1", text="hi")
-    assert exc.value.code == ErrorCode.BLOCKED
+    # Withheld from the blocker, shown to the sender as sent and unread (KakaoTalk reveals no block).
+    sent = await svc.call(alice, "message.send", chat_id=chat_id, client_id="c1", text="hi")
+    assert sent["unread"] == 1
+    mine = await svc.call(alice, "message.history", chat_id=chat_id)
+    assert [m["text"] for m in mine["messages"]][-1] == "hi" and mine["messages"][-1]["unread"] == 1
+    theirs = await svc.call(bob, "message.history", chat_id=chat_id)
+    assert "hi" not in [m["text"] for m in theirs["messages"]]
+    listed = {c["chat_id"]: c for c in await svc.call(bob, "chat.list")}[chat_id]
+    assert listed["unread"] == 0 and (listed["last_message"] or {}).get("text") != "hi"
 
 
 async def test_send_is_idempotent_by_client_id(svc: Svc) -> None:
@@ -670,3 +676,30 @@ async def test_serve_on_postgresql_send_and_receive(pg_url: str, server_factory:
             await c.close()
     assert srv.stop() == 0
     assert "database postgresql://" in srv.log()
+
+
+async def test_system_messages_keep_their_structured_event(svc: Svc) -> None:
+    alice, bob, _ = await _pair(svc)
+    carol = await svc.signup("carol")
+    group = await svc.call(alice, "chat.create_group", title="Trio", member_ids=[bob.user_id])
+    gid = group["chat_id"]
+    await svc.call(bob, "chat.invite", chat_id=gid, user_ids=[carol.user_id])
+    await svc.call(alice, "chat.rename", chat_id=gid, title="Quartet")
+    await svc.call(alice, "chat.remove_member", chat_id=gid, user_id=carol.user_id)
+    page = await svc.call(bob, "message.history", chat_id=gid)
+    events = [(m["system"], m["text"]) for m in page["messages"] if m["kind"] == "system"]
+    a, b, c = ({"id": u.user_id, "name": n} for u, n in ((alice, "Alice"), (bob, "Bob"), (carol, "Carol")))
+    assert events == [
+        ({"event": "group_created", "actor": a, "title": "Trio", "users": [b]},
+         "Alice created the group \u201cTrio\u201d"),
+        ({"event": "members_invited", "actor": b, "users": [c]}, "Bob invited Carol"),
+        ({"event": "chat_renamed", "actor": a, "title": "Quartet"}, "Alice renamed the chat to \u201cQuartet\u201d"),
+        ({"event": "member_removed", "actor": a, "users": [c]}, "Alice removed Carol"),
+    ]
+    assert all(m["attachment"] is None for m in page["messages"])
+    listed = {ch["chat_id"]: ch for ch in await svc.call(bob, "chat.list")}[gid]
+    assert listed["last_message"]["system"] == events[-1][0]
+    replay = await svc.call(bob, "sync.events", cursor=0, limit=1000)
+    replayed = [e["payload"]["system"] for e in replay["events"]
+                if e["event"] == "message.new" and e["payload"]["kind"] == "system"]
+    assert replayed == [e for e, _ in events]

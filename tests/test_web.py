@@ -542,19 +542,27 @@ async def test_friends_and_settings(server: ServerProcess, make_user: MakeUser, 
     await bob.call("account.update_profile", display_name="Bobby", status_message="on a hike")
     await expect(page.locator(".friend-row .friend-name", has_text="Bobby").first).to_be_visible(timeout=T)
 
-    # Block, then unblock from settings; a blocked user cannot message.
+    # Block, then unblock from settings; a blocked user's messages never arrive (he is not told).
     await page.locator(".friend-row", has_text="Bobby").first.click()
     await page.click(".act-block")
     await page.click(".confirm-ok")
     await page.click("[data-tab=settings]")
     await expect(page.locator("#blocked-list li", has_text="Bobby")).to_be_visible(timeout=T)
     me = await page.evaluate("window.dari.session.user.user_id")
-    with pytest.raises(Exception, match="does not accept"):
-        await bob.call("chat.open_direct", user_id=me)
+    chat = await bob.call("chat.open_direct", user_id=me)
+    sent = await bob.call("message.send", chat_id=chat["chat_id"], client_id="while-blocked", text="can you see this?")
+    assert sent["unread"] == 1
     await page.locator("#blocked-list li", has_text="Bobby").locator("button").click()
     await expect(page.locator("#blocked-list li", has_text="Nobody is blocked")).to_be_visible(timeout=T)
+    await bob.send_message(chat["chat_id"], "after the unblock")
+    await page.click("[data-tab=chats]")
+    await expect(chat_row(page, "Bobby").locator(".chat-preview")).to_have_text("after the unblock", timeout=T)
+    await chat_row(page, "Bobby").click()
+    await expect(message(page, "after the unblock")).to_be_visible(timeout=T)
+    assert await texts(page) == ["after the unblock"]
 
     # Profile.
+    await page.click("[data-tab=settings]")
     form = page.locator("#profile-form")
     await form.locator("[name=display_name]").fill("Hana 하나")
     await form.locator("[name=status_message]").fill("커피 ☕")

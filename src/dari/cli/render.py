@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dari.protocol.system_events import describe
+
 # C0/C1 controls (ESC starts terminal escape sequences) and bidi overrides that can disguise text.
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -50,6 +52,12 @@ def unread_of(seq: int, read_pointers: list[int]) -> int:
     return sum(1 for p in read_pointers if p < seq)
 
 
+def system_line(msg: dict[str, Any]) -> str:
+    """A system message in English, from its structured event (the stored text for unknown events)."""
+    text = str(msg.get("text", ""))
+    return describe(msg["system"], text) if isinstance(msg.get("system"), dict) else text
+
+
 def message_line(msg: dict[str, Any], *, me: int | None = None, unread: int | None = None) -> Text:
     """`#12 14:03 Alice: hello  [1]`, the bracket being the unread counter (hidden at 0)."""
     count = msg.get("unread", 0) if unread is None else unread
@@ -57,7 +65,7 @@ def message_line(msg: dict[str, Any], *, me: int | None = None, unread: int | No
     line.append(f"#{msg['seq']} ", style="dim")
     line.append(when(msg.get("created_at")) + " ", style="dim")
     if msg.get("kind") == "system":
-        line.append(f"— {clean(msg.get('text', ''))} —", style="italic dim")
+        line.append(f"— {clean(system_line(msg))} —", style="italic dim")
         return line
     mine = me is not None and msg.get("sender_id") == me
     line.append(clean(msg.get("sender_name") or f"user {msg.get('sender_id')}"),
@@ -90,7 +98,7 @@ def chat_table(chats: list[dict[str, Any]]) -> Table:
             title.append(" 🔕", style="dim")
         badge = Text(str(ch["unread"]), style="bold white on red") if ch["unread"] else Text("")
         last = ch.get("last_message") or {}
-        preview = Text(one_line("(unsent)" if last.get("unsent") else last.get("text", "")), style="dim")
+        preview = Text(one_line("(unsent)" if last.get("unsent") else system_line(last) if last else ""), style="dim")
         table.add_row(str(ch["chat_id"]), title, badge, when(ch.get("last_activity")), preview)
     return table
 

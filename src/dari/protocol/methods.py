@@ -6,6 +6,7 @@ an operator configures (message length, group size) are checked again in the ser
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -342,12 +343,17 @@ METHODS: dict[str, MethodSpec] = {
 # Media, stickers, stories, boards and moderation (issue 4) add their methods from their own module.
 import dari.protocol.content  # noqa: E402,F401
 
+_FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
+
 
 def parse_params(spec: MethodSpec, params: dict[str, Any]) -> P:
     try:
         return msgspec.convert(params, spec.params)
     except msgspec.ValidationError as exc:
-        raise DariError(ErrorCode.INVALID_PARAMS, f"{spec.name}: {exc}") from None
+        # The field's name lets a client say which input to fix in its own language.
+        at = _FIELD.search(str(exc))
+        raise DariError(ErrorCode.INVALID_PARAMS, f"{spec.name}: {exc}",
+                        {"field": at.group(1)} if at else None) from None
 
 
 def lookup(method: str) -> MethodSpec:

@@ -75,6 +75,7 @@ class MessageOut(msgspec.Struct):
     unread: int = 0
     sender_name: str = ""
     attachment: dict[str, Any] | None = None   # media: blob_id, mime, size, width, ...; sticker: sticker_id, ...
+    system: dict[str, Any] | None = None       # kind "system": event key and arguments (protocol/system_events.py)
 
 
 class ChatSummary(msgspec.Struct):

@@ -83,7 +83,8 @@ class Accounts:
 
         def fn(tx: Tx) -> AuthResult:
             if tx.one("SELECT 1 FROM users WHERE handle = ?", (p.handle,)):
-                raise DariError(ErrorCode.CONFLICT, f"the handle {p.handle!r} is taken")
+                raise DariError(ErrorCode.CONFLICT, f"the handle {p.handle!r} is taken",
+                                {"reason": "handle_taken", "handle": p.handle})
             uid = tx.scalar(
                 "INSERT INTO users (handle, display_name, password_hash, phone_hash, created_at)"
                 " VALUES (?, ?, ?, ?, ?) RETURNING id",
@@ -101,9 +102,9 @@ class Accounts:
         if row is None:
             # Spend the same time as a real check so handles cannot be probed by timing.
             await self._verify("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA", p.password)
-            raise DariError(ErrorCode.UNAUTHENTICATED, "wrong handle or password")
+            raise DariError(ErrorCode.UNAUTHENTICATED, "wrong handle or password", {"reason": "wrong_login"})
         if not await self._verify(row[1], p.password):
-            raise DariError(ErrorCode.UNAUTHENTICATED, "wrong handle or password")
+            raise DariError(ErrorCode.UNAUTHENTICATED, "wrong handle or password", {"reason": "wrong_login"})
         token = secrets.token_urlsafe(32)
         now = now_ms()
         await self.core.db.read(lambda tx: check_not_suspended(tx, row[0], now))   # operators' suspensions
@@ -224,7 +225,7 @@ class Accounts:
         stored = await self.core.db.read(lambda tx: tx.scalar(
             "SELECT password_hash FROM users WHERE id = ?", (caller.user_id,)))
         if stored is None or not await self._verify(stored, p.old_password):
-            raise DariError(ErrorCode.FORBIDDEN, "the current password is wrong")
+            raise DariError(ErrorCode.FORBIDDEN, "the current password is wrong", {"reason": "wrong_password"})
         new_hash = await self._hash(p.new_password)
         await self.core.db.write(lambda tx: tx.execute(
             "UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, caller.user_id)))
@@ -249,7 +250,7 @@ class Accounts:
         stored = await self.core.db.read(lambda tx: tx.scalar(
             "SELECT password_hash FROM users WHERE id = ?", (caller.user_id,)))
         if stored is None or not await self._verify(stored, p.password):
-            raise DariError(ErrorCode.FORBIDDEN, "the password is wrong")
+            raise DariError(ErrorCode.FORBIDDEN, "the password is wrong", {"reason": "wrong_password"})
         from dari.services.chats import leave_chat
 
         now = now_ms()

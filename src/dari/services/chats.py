@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from dari.protocol import methods as m
+from dari.protocol import system_events as se
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import ChatDetail, ChatSummary, Member
 from dari.services import timeline
@@ -19,12 +21,14 @@ def chat_detail(tx: Tx, chat_id: int, viewer: int) -> ChatDetail:
     if row is None:
         raise DariError(ErrorCode.NOT_FOUND, f"no chat {chat_id}")
     is_open = row[1] == "open"
+    # Both people of a 1:1 chat, even one who left it or never saw it (withheld messages, see append).
+    both = " OR c.kind = 'direct'" if row[1] == "direct" else ""
     members = [
         Member(r[0], r[3] if (is_open and r[3]) else r[1], r[4], r[5], "" if is_open else r[2])
         for r in tx.all(
             "SELECT mb.user_id, u.display_name, u.handle, mb.nickname, mb.role, mb.read_seq FROM members mb"
-            " JOIN users u ON u.id = mb.user_id WHERE mb.chat_id = ? AND mb.active = 1 ORDER BY mb.joined_at,"
-            " mb.user_id", (chat_id,))
+            " JOIN users u ON u.id = mb.user_id JOIN chats c ON c.id = mb.chat_id WHERE mb.chat_id = ?"
+            f" AND (mb.active = 1{both}) ORDER BY mb.joined_at, mb.user_id", (chat_id,))
     ]
     muted = bool(tx.scalar("SELECT muted FROM members WHERE chat_id = ? AND user_id = ?", (chat_id, viewer)))
     title = row[2]
@@ -38,7 +42,8 @@ def _add_member(tx: Tx, chat_id: int, user_id: int, now: int, role: str = "membe
                 nickname: str | None = None) -> None:
     existing = tx.one("SELECT active FROM members WHERE chat_id = ? AND user_id = ?", (chat_id, user_id))
     if existing is not None and existing[0] == 1:
-        raise DariError(ErrorCode.CONFLICT, f"user {user_id} is already a member")
+        raise DariError(ErrorCode.CONFLICT, f"user {user_id} is already a member",
+                        {"reason": "already_member"})
     if existing is None:
         tx.execute("INSERT INTO members (chat_id, user_id, role, nickname, read_seq, joined_at)"
                    " VALUES (?, ?, ?, ?, 0, ?)", (chat_id, user_id, role, nickname, now))
@@ -51,19 +56,23 @@ def _add_member(tx: Tx, chat_id: int, user_id: int, now: int, role: str = "membe
 
 
 def _members_event(tx: Tx, chat_id: int, now: int, joined: Sequence[int] = (), left: Sequence[int] = (),
-                   extra_recipients: Sequence[int] = ()) -> int:
-    recipients = [*_active(tx, chat_id), *extra_recipients]
+                   extra_recipients: Sequence[int] = (), only: Sequence[int] | None = None) -> int:
+    recipients = list(only) if only is not None else [*_active(tx, chat_id), *extra_recipients]
     ev = tx.emit("chat.members", {"chat_id": chat_id, "joined": list(joined), "left": list(left)},
                  recipients=recipients, chat_id=chat_id, now=now)
     return ev.id
+
+
+def _person(tx: Tx, chat_id: int, user_id: int) -> dict[str, Any]:
+    return se.person(user_id, timeline.display_name(tx, chat_id, user_id))
 
 
 def _active(tx: Tx, chat_id: int) -> list[int]:
     return [r[0] for r in tx.all("SELECT user_id FROM members WHERE chat_id = ? AND active = 1", (chat_id,))]
 
 
-def _joined(tx: Tx, chat_id: int, user_ids: Sequence[int], now: int) -> None:
-    eid = _members_event(tx, chat_id, now, joined=user_ids)
+def _joined(tx: Tx, chat_id: int, user_ids: Sequence[int], now: int, only: Sequence[int] | None = None) -> None:
+    eid = _members_event(tx, chat_id, now, joined=user_ids, only=only)
     marks = ",".join("?" * len(user_ids))
     tx.execute(f"UPDATE members SET join_eid = ? WHERE chat_id = ? AND user_id IN ({marks})",
                (eid, chat_id, *user_ids))
@@ -74,10 +83,13 @@ def leave_chat(tx: Tx, chat_id: int, user_id: int, now: int, *, reason: str, act
     assert row is not None
     kind, owner = row
     if kind != "direct":
-        name = timeline.display_name(tx, chat_id, user_id)
-        text = f"{name} left" if reason == "left" else f"{timeline.display_name(tx, chat_id, actor or 0)}" \
-                                                       f" removed {name}"
-        timeline.system(tx, chat_id, actor or user_id, text, now, [user_id])
+        gone = se.person(user_id, timeline.display_name(tx, chat_id, user_id))
+        if reason == "left" or actor is None:
+            event = se.event(se.MEMBER_LEFT, gone)
+        else:
+            event = se.event(se.MEMBER_REMOVED, se.person(actor, timeline.display_name(tx, chat_id, actor)),
+                             users=[gone])
+        timeline.system(tx, chat_id, actor or user_id, event, now, [user_id])
     eid = _members_event(tx, chat_id, now, left=[user_id])
     tx.execute("UPDATE members SET active = 0, leave_eid = ? WHERE chat_id = ? AND user_id = ?",
                (eid, chat_id, user_id))
@@ -101,8 +113,9 @@ class Chats:
 
         def fn(tx: Tx) -> ChatDetail:
             profile(tx, peer)
-            if is_blocked(tx, peer, me):
-                raise DariError(ErrorCode.BLOCKED, "this user does not accept messages from you")
+            # Opening a chat with someone who blocked you looks the same to you; they see nothing:
+            # their membership starts out as if they had left, and your messages are withheld.
+            blocked = is_blocked(tx, peer, me)
             key = f"{min(me, peer)}:{max(me, peer)}"
             chat_id = tx.scalar("SELECT id FROM chats WHERE direct_key = ?", (key,))
             if chat_id is None:
@@ -111,10 +124,12 @@ class Chats:
                     " VALUES ('direct', 2, ?, ?, ?) RETURNING id", (key, now, now))
                 for uid in (me, peer):
                     _add_member(tx, chat_id, uid, now)
-                _joined(tx, chat_id, [me, peer], now)
+                if blocked:
+                    tx.execute("UPDATE members SET active = 0 WHERE chat_id = ? AND user_id = ?", (chat_id, peer))
+                _joined(tx, chat_id, [me, peer], now, only=[me] if blocked else None)
             elif timeline.member_row(tx, chat_id, me) is None:
                 _add_member(tx, chat_id, me, now)
-                _joined(tx, chat_id, [me], now)
+                _joined(tx, chat_id, [me], now, only=[me] if blocked else None)
             return chat_detail(tx, chat_id, me)
 
         return await self.core.db.write(fn)
@@ -124,14 +139,13 @@ class Chats:
                     self.core.settings.group_member_limit)
         others = [u for u in dict.fromkeys(p.member_ids) if u != caller.user_id]
         if len(others) + 1 > limit:
-            raise DariError(ErrorCode.LIMIT_EXCEEDED, f"a group holds at most {limit} members")
+            raise DariError(ErrorCode.LIMIT_EXCEEDED, f"a group holds at most {limit} members",
+                            {"reason": "group_full", "limit": limit})
         now = now_ms()
 
         def fn(tx: Tx) -> ChatDetail:
             for uid in others:
                 profile(tx, uid)
-                if is_blocked(tx, uid, caller.user_id):
-                    raise DariError(ErrorCode.BLOCKED, f"user {uid} does not accept invitations from you")
             chat_id = tx.scalar(
                 "INSERT INTO chats (kind, title, owner_id, member_limit, last_activity, created_at)"
                 " VALUES ('group', ?, ?, ?, ?, ?) RETURNING id", (p.title, caller.user_id, limit, now, now))
@@ -139,9 +153,9 @@ class Chats:
             for uid in others:
                 _add_member(tx, chat_id, uid, now)
             _joined(tx, chat_id, [caller.user_id, *others], now)
-            me = timeline.display_name(tx, chat_id, caller.user_id)
-            timeline.system(tx, chat_id, caller.user_id, f"{me} created the group \u201c{p.title}\u201d", now,
-                            others)
+            event = se.event(se.GROUP_CREATED, _person(tx, chat_id, caller.user_id), title=p.title,
+                             users=[_person(tx, chat_id, u) for u in others])
+            timeline.system(tx, chat_id, caller.user_id, event, now, others)
             return chat_detail(tx, chat_id, caller.user_id)
 
         return await self.core.db.write(fn)
@@ -158,7 +172,8 @@ class Chats:
                 (p.title, caller.user_id, limit, code, now, now))
             _add_member(tx, chat_id, caller.user_id, now, role="owner", nickname=p.nickname)
             _joined(tx, chat_id, [caller.user_id], now)
-            timeline.system(tx, chat_id, caller.user_id, f"{p.nickname} opened \u201c{p.title}\u201d", now)
+            timeline.system(tx, chat_id, caller.user_id,
+                            se.event(se.OPEN_CREATED, se.person(caller.user_id, p.nickname), title=p.title), now)
             return chat_detail(tx, chat_id, caller.user_id)
 
         return await self.core.db.write(fn)
@@ -170,17 +185,20 @@ class Chats:
             row = tx.one(f"SELECT id, member_limit FROM chats WHERE link_code = ? AND kind = 'open'{tx.for_update}",
                          (p.link_code,))
             if row is None:
-                raise DariError(ErrorCode.NOT_FOUND, "no open chat with that link code")
+                raise DariError(ErrorCode.NOT_FOUND, "no open chat with that link code", {"reason": "no_such_link"})
             chat_id, limit = row
             if len(_active(tx, chat_id)) >= limit:
-                raise DariError(ErrorCode.LIMIT_EXCEEDED, f"this open chat is full ({limit} members)")
+                raise DariError(ErrorCode.LIMIT_EXCEEDED, f"this open chat is full ({limit} members)",
+                                {"reason": "group_full", "limit": limit})
             taken = tx.one("SELECT 1 FROM members WHERE chat_id = ? AND active = 1 AND nickname = ?",
                            (chat_id, p.nickname))
             if taken:
-                raise DariError(ErrorCode.CONFLICT, f"the nickname {p.nickname!r} is taken in this room")
+                raise DariError(ErrorCode.CONFLICT, f"the nickname {p.nickname!r} is taken in this room",
+                                {"reason": "nickname_taken", "nickname": p.nickname})
             _add_member(tx, chat_id, caller.user_id, now, nickname=p.nickname)
             _joined(tx, chat_id, [caller.user_id], now)
-            timeline.system(tx, chat_id, caller.user_id, f"{p.nickname} joined", now, [caller.user_id])
+            timeline.system(tx, chat_id, caller.user_id,
+                            se.event(se.MEMBER_JOINED, se.person(caller.user_id, p.nickname)), now, [caller.user_id])
             return chat_detail(tx, chat_id, caller.user_id)
 
         return await self.core.db.write(fn)
@@ -196,17 +214,16 @@ class Chats:
                 raise DariError(ErrorCode.INVALID_PARAMS, "only group chats take invitations")
             new = [u for u in dict.fromkeys(p.user_ids) if timeline.member_row(tx, p.chat_id, u) is None]
             if len(_active(tx, p.chat_id)) + len(new) > row[1]:
-                raise DariError(ErrorCode.LIMIT_EXCEEDED, f"a group holds at most {row[1]} members")
+                raise DariError(ErrorCode.LIMIT_EXCEEDED, f"a group holds at most {row[1]} members",
+                                {"reason": "group_full", "limit": row[1]})
             for uid in new:
                 profile(tx, uid)
-                if is_blocked(tx, uid, caller.user_id):
-                    raise DariError(ErrorCode.BLOCKED, f"user {uid} does not accept invitations from you")
                 _add_member(tx, p.chat_id, uid, now)
             if new:
                 _joined(tx, p.chat_id, new, now)
-                names = ", ".join(timeline.display_name(tx, p.chat_id, u) for u in new)
-                me = timeline.display_name(tx, p.chat_id, caller.user_id)
-                timeline.system(tx, p.chat_id, caller.user_id, f"{me} invited {names}", now, new)
+                event = se.event(se.MEMBERS_INVITED, _person(tx, p.chat_id, caller.user_id),
+                                 users=[_person(tx, p.chat_id, u) for u in new])
+                timeline.system(tx, p.chat_id, caller.user_id, event, now, new)
             return chat_detail(tx, p.chat_id, caller.user_id)
 
         return await self.core.db.write(fn)
@@ -217,7 +234,8 @@ class Chats:
         def fn(tx: Tx) -> ChatDetail:
             role = timeline.require_member(tx, p.chat_id, caller.user_id)[0]
             if role != "owner":
-                raise DariError(ErrorCode.FORBIDDEN, "only the chat's owner can remove members")
+                raise DariError(ErrorCode.FORBIDDEN, "only the chat's owner can remove members",
+                                {"reason": "owner_only"})
             if p.user_id == caller.user_id:
                 raise DariError(ErrorCode.INVALID_PARAMS, "use chat.leave to leave your own chat")
             if timeline.member_row(tx, p.chat_id, p.user_id) is None:
@@ -247,12 +265,13 @@ class Chats:
                 raise DariError(ErrorCode.INVALID_PARAMS, "a 1:1 chat has no title to rename")
             if kind == "open" and tx.scalar("SELECT owner_id FROM chats WHERE id = ?", (p.chat_id,)) \
                     != caller.user_id:
-                raise DariError(ErrorCode.FORBIDDEN, "only the owner renames an open chat")
+                raise DariError(ErrorCode.FORBIDDEN, "only the owner renames an open chat",
+                                {"reason": "owner_only"})
             tx.execute("UPDATE chats SET title = ? WHERE id = ?", (p.title, p.chat_id))
             tx.emit("chat.renamed", {"chat_id": p.chat_id, "title": p.title},
                     recipients=_active(tx, p.chat_id), chat_id=p.chat_id, now=now)
-            me = timeline.display_name(tx, p.chat_id, caller.user_id)
-            timeline.system(tx, p.chat_id, caller.user_id, f"{me} renamed the chat to \u201c{p.title}\u201d", now)
+            timeline.system(tx, p.chat_id, caller.user_id,
+                            se.event(se.CHAT_RENAMED, _person(tx, p.chat_id, caller.user_id), title=p.title), now)
             return chat_detail(tx, p.chat_id, caller.user_id)
 
         return await self.core.db.write(fn)
@@ -284,18 +303,29 @@ class Chats:
                 " (SELECT count(*) FROM members x WHERE x.chat_id = c.id AND x.active = 1)"
                 " FROM members mb JOIN chats c ON c.id = mb.chat_id WHERE mb.user_id = ? AND mb.active = 1"
                 " ORDER BY c.last_activity DESC, c.id DESC", (caller.user_id,))
+            # Someone this user blocked wrote to them: their 1:1 chats skip those messages.
+            withheld = tx.one("SELECT 1 FROM messages WHERE withheld_from = ? LIMIT 1", (caller.user_id,))
             for r in rows:
                 chat_id, kind, title = r[0], r[1], r[2]
+                last_seq, unread = r[3], max(0, r[3] - r[4])
                 peer_id = None
                 if kind == "direct":
                     peer = tx.one("SELECT u.id, u.display_name FROM members mb JOIN users u ON u.id = mb.user_id"
                                   " WHERE mb.chat_id = ? AND mb.user_id <> ?", (chat_id, caller.user_id))
                     peer_id, title = (peer[0], peer[1]) if peer else (None, "(left)")
-                last = tx.one(f"SELECT {timeline.MESSAGE_COLUMNS} {timeline.MESSAGE_FROM}"
-                              " WHERE m.chat_id = ? AND m.seq = ?", (chat_id, r[3]))
+                if kind == "direct" and withheld:
+                    last = tx.one(f"SELECT {timeline.MESSAGE_COLUMNS} {timeline.MESSAGE_FROM}"
+                                  f" WHERE m.chat_id = ? AND {timeline.VISIBLE_TO} ORDER BY m.seq DESC LIMIT 1",
+                                  (chat_id, caller.user_id))
+                    last_seq = int(last[1]) if last else 0
+                    unread -= int(tx.scalar("SELECT count(*) FROM messages WHERE chat_id = ? AND seq > ?"
+                                            " AND withheld_from = ?", (chat_id, r[4], caller.user_id)))
+                else:
+                    last = tx.one(f"SELECT {timeline.MESSAGE_COLUMNS} {timeline.MESSAGE_FROM}"
+                                  " WHERE m.chat_id = ? AND m.seq = ?", (chat_id, r[3]))
                 out.append(ChatSummary(
-                    chat_id=chat_id, kind=kind, title=title, last_seq=r[3], read_seq=r[4],
-                    unread=max(0, r[3] - r[4]), muted=bool(r[5]), last_activity=r[6], member_count=r[8],
+                    chat_id=chat_id, kind=kind, title=title, last_seq=last_seq, read_seq=r[4],
+                    unread=max(0, unread), muted=bool(r[5]), last_activity=r[6], member_count=r[8],
                     last_message=timeline.row_to_message(last) if last else None,
                     link_code=r[7], peer_id=peer_id))
             return out

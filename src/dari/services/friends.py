@@ -32,7 +32,8 @@ class Friends:
         def fn(tx: Tx) -> Friend:
             target = tx.scalar("SELECT id FROM users WHERE handle = ?", (p.handle,))
             if target is None:
-                raise DariError(ErrorCode.NOT_FOUND, f"no user with handle {p.handle!r}")
+                raise DariError(ErrorCode.NOT_FOUND, f"no user with handle {p.handle!r}",
+                                {"reason": "no_such_handle", "handle": p.handle})
             return _add(tx, caller.user_id, int(target), now)
 
         return await self.core.db.write(fn)
@@ -160,9 +161,9 @@ def _acquainted(tx: Tx, me: int, other: int) -> bool:
 
 def _add(tx: Tx, user_id: int, target: int, now: int) -> Friend:
     if target == user_id:
-        raise DariError(ErrorCode.INVALID_PARAMS, "you cannot add yourself")
-    if is_blocked(tx, target, user_id):
-        raise DariError(ErrorCode.BLOCKED, "this user does not accept friend requests from you")
+        raise DariError(ErrorCode.INVALID_PARAMS, "you cannot add yourself", {"reason": "add_self"})
+    # Adding someone who blocked you looks exactly like any add (KakaoTalk never reveals a block):
+    # they land in your list, while they get no notice and nothing changes on their side.
     inserted = tx.execute(
         "INSERT INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (user_id, target, now))
@@ -171,7 +172,7 @@ def _add(tx: Tx, user_id: int, target: int, now: int) -> Friend:
     friend = _friend_row_to_model(row)
     if inserted:
         user_devices_event(tx, [user_id], "friend.added", friend, now)
-        if not is_blocked(tx, user_id, target):
+        if not (is_blocked(tx, target, user_id) or is_blocked(tx, user_id, target)):
             me = profile(tx, user_id)
             user_devices_event(tx, [target], "friend.added_you", {"user": me}, now)
     return friend

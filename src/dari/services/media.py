@@ -27,7 +27,7 @@ from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import MessageOut
 from dari.services import mediaproc, timeline
 from dari.services.blobstore import BlobStore, DiskBlobStore
-from dari.services.core import Caller, Core, is_blocked, now_ms
+from dari.services.core import Caller, Core, now_ms
 from dari.storage.base import Tx
 
 UPLOAD_TTL_MS = 24 * 3600 * 1000
@@ -371,5 +371,3 @@ def check_can_send(tx: Tx, chat_id: int, user_id: int) -> None:
         peer = tx.scalar("SELECT user_id FROM members WHERE chat_id = ? AND user_id <> ?", (chat_id, user_id))
         if peer is None:
             raise DariError(ErrorCode.FORBIDDEN, "the other person has deleted their account")
-        if is_blocked(tx, int(peer), user_id):
-            raise DariError(ErrorCode.BLOCKED, "this user does not accept messages from you")

@@ -9,15 +9,16 @@ from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import HistoryPage, MessageOut, SearchHit
 from dari.services import timeline
-from dari.services.core import Caller, Core, active_members, is_blocked, now_ms
+from dari.services.core import Caller, Core, now_ms
 from dari.storage.base import Tx
 
 
 def _check_text(text: str, limit: int) -> str:
     if not text.strip():
-        raise DariError(ErrorCode.INVALID_PARAMS, "message text is empty")
+        raise DariError(ErrorCode.INVALID_PARAMS, "message text is empty", {"reason": "message_empty"})
     if len(text) > limit:
-        raise DariError(ErrorCode.LIMIT_EXCEEDED, f"message is {len(text)} characters; the limit is {limit}")
+        raise DariError(ErrorCode.LIMIT_EXCEEDED, f"message is {len(text)} characters; the limit is {limit}",
+                        {"reason": "message_too_long", "length": len(text), "limit": limit})
     if "\x00" in text:
         raise DariError(ErrorCode.INVALID_PARAMS, "message text contains a NUL character")
     return text
@@ -42,12 +43,13 @@ UNSENDABLE = (*EDITABLE, "sticker")
 def _own_message(tx: Tx, chat_id: int, seq: int, user_id: int,
                  kinds: tuple[str, ...] = EDITABLE) -> tuple[Any, ...]:
     timeline.require_member(tx, chat_id, user_id)
-    row = tx.one("SELECT id, sender_id, kind, created_at, unsent FROM messages WHERE chat_id = ? AND seq = ?",
-                 (chat_id, seq))
-    if row is None:
+    row = tx.one("SELECT id, sender_id, kind, created_at, unsent, withheld_from FROM messages"
+                 " WHERE chat_id = ? AND seq = ?", (chat_id, seq))
+    if row is None or row[5] == user_id:
         raise DariError(ErrorCode.NOT_FOUND, f"no message {seq} in chat {chat_id}")
     if row[1] != user_id or row[2] not in kinds:
-        raise DariError(ErrorCode.FORBIDDEN, "you can only change your own messages")
+        raise DariError(ErrorCode.FORBIDDEN, "you can only change your own messages",
+                        {"reason": "not_your_message"})
     if row[4]:
         raise DariError(ErrorCode.CONFLICT, "this message was unsent")
     return row
@@ -71,13 +73,12 @@ class Messages:
             facts = timeline.load_chat(tx, p.chat_id, caller.user_id)
             if facts is None or not facts.active_member(caller.user_id):
                 # Same answer whether the chat exists or not: no probing of other people's chats (G9).
-                raise DariError(ErrorCode.FORBIDDEN, f"you are not a member of chat {p.chat_id}")
+                raise DariError(ErrorCode.FORBIDDEN, f"you are not a member of chat {p.chat_id}",
+                                {"reason": "not_member"})
             if facts.kind == "direct":
                 peer = facts.peer(caller.user_id)
                 if peer is None:
                     raise DariError(ErrorCode.FORBIDDEN, "the other person has deleted their account")
-                if is_blocked(tx, peer, caller.user_id):
-                    raise DariError(ErrorCode.BLOCKED, "this user does not accept messages from you")
             return timeline.append(tx, p.chat_id, caller.user_id, "text", text, now, client_id=p.client_id,
                                    reply_to=p.reply_to, mentions=list(dict.fromkeys(p.mentions)), facts=facts)
 
@@ -94,7 +95,7 @@ class Messages:
                 tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))
                 tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)", (row[0], text))
             tx.emit("message.edited", {"chat_id": p.chat_id, "seq": p.seq, "text": text, "edited_at": now},
-                    recipients=active_members(tx, p.chat_id), chat_id=p.chat_id, now=now)
+                    recipients=timeline.audience(tx, p.chat_id, p.seq), chat_id=p.chat_id, now=now)
             return self._one(tx, p.chat_id, p.seq)
 
         return await self.core.db.write(fn)
@@ -107,13 +108,14 @@ class Messages:
             row = _own_message(tx, p.chat_id, p.seq, caller.user_id, UNSENDABLE)
             if now - int(row[3]) > window_ms:
                 raise DariError(ErrorCode.EXPIRED, f"messages can be unsent within "
-                                f"{self.core.settings.unsend_window_s} s of sending")
+                                f"{self.core.settings.unsend_window_s} s of sending",
+                                {"reason": "unsend_window", "seconds": self.core.settings.unsend_window_s})
             tx.execute("UPDATE messages SET unsent = 1, text = '' WHERE id = ?", (row[0],))
             tx.execute("DELETE FROM reactions WHERE chat_id = ? AND seq = ?", (p.chat_id, p.seq))
             if tx.dialect == "sqlite":
                 tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))
             tx.emit("message.unsent", {"chat_id": p.chat_id, "seq": p.seq},
-                    recipients=active_members(tx, p.chat_id), chat_id=p.chat_id, now=now)
+                    recipients=timeline.audience(tx, p.chat_id, p.seq), chat_id=p.chat_id, now=now)
 
         await self.core.db.write(fn)
         return {"ok": True}
@@ -125,7 +127,9 @@ class Messages:
 
         def fn(tx: Tx) -> dict[str, list[int]]:
             timeline.require_member(tx, p.chat_id, caller.user_id)
-            unsent = tx.scalar("SELECT unsent FROM messages WHERE chat_id = ? AND seq = ?", (p.chat_id, p.seq))
+            found = tx.one("SELECT unsent, withheld_from FROM messages WHERE chat_id = ? AND seq = ?",
+                           (p.chat_id, p.seq))
+            unsent = None if found is None or found[1] == caller.user_id else found[0]
             if unsent is None:
                 raise DariError(ErrorCode.NOT_FOUND, f"no message {p.seq} in chat {p.chat_id}")
             if unsent:
@@ -140,7 +144,7 @@ class Messages:
             if n:
                 tx.emit("message.reaction", {"chat_id": p.chat_id, "seq": p.seq, "user_id": caller.user_id,
                                              "emoji": p.emoji, "on": p.on, "reactions": reactions},
-                        recipients=active_members(tx, p.chat_id), chat_id=p.chat_id, now=now)
+                        recipients=timeline.audience(tx, p.chat_id, p.seq), chat_id=p.chat_id, now=now)
             return reactions
 
         return await self.core.db.write(fn)
@@ -159,8 +163,8 @@ class Messages:
             timeline.require_member(tx, p.chat_id, caller.user_id)
             before = p.before_seq if p.before_seq is not None else 2**62
             rows = tx.all(f"SELECT {timeline.MESSAGE_COLUMNS} {timeline.MESSAGE_FROM}"
-                          " WHERE m.chat_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
-                          (p.chat_id, before, p.limit + 1))
+                          f" WHERE m.chat_id = ? AND m.seq < ? AND {timeline.VISIBLE_TO} ORDER BY m.seq DESC LIMIT ?",
+                          (p.chat_id, before, caller.user_id, p.limit + 1))
             has_more = len(rows) > p.limit
             msgs = [timeline.row_to_message(r) for r in reversed(rows[:p.limit])]
             if msgs:
@@ -181,13 +185,13 @@ class Messages:
         # Newest first; messages of the same millisecond by id, so every backend returns one order.
         def fn(tx: Tx) -> list[SearchHit]:
             scope = "AND m.chat_id = ?" if p.chat_id else ""
-            args: list[object] = [caller.user_id]
+            args: list[object] = [caller.user_id, caller.user_id]
             if p.chat_id:
                 args.append(p.chat_id)
             select = ("SELECT m.chat_id, m.seq, m.sender_id, m.text, m.created_at, c.title, c.kind FROM messages m"
                       " JOIN members mb ON mb.chat_id = m.chat_id AND mb.user_id = ? AND mb.active = 1"
                       " JOIN chats c ON c.id = m.chat_id")
-            where = f"WHERE m.unsent = 0 AND m.kind = 'text' {scope}"
+            where = f"WHERE m.unsent = 0 AND m.kind = 'text' AND {timeline.VISIBLE_TO} {scope}"
             if tx.dialect == "sqlite" and len(query) >= 3:
                 # Trigram FTS: a phrase query of the user's words, quotes escaped.
                 phrase = '"' + query.replace('"', '""') + '"'

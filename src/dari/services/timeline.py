@@ -8,8 +8,10 @@ from typing import Any
 
 import msgspec
 
+from dari.protocol import system_events
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import MessageOut
+from dari.services.core import active_members, is_blocked
 from dari.storage.base import Tx
 
 _dec_ids = msgspec.json.Decoder(list[int])
@@ -19,12 +21,17 @@ _dec_attachment = msgspec.json.Decoder(dict[str, Any])
 MESSAGE_COLUMNS = ("m.chat_id, m.seq, m.sender_id, m.kind, m.text, m.client_id, m.reply_to, m.mentions,"
                    " m.created_at, m.edited_at, m.unsent,"
                    " COALESCE(mb.nickname, u.display_name, '(deleted)'), m.attachment")
+# Hides 1:1 messages withheld from the viewer (sent by someone they blocked); one placeholder: the viewer.
+VISIBLE_TO = "(m.withheld_from IS NULL OR m.withheld_from <> ?)"
 MESSAGE_FROM = ("FROM messages m LEFT JOIN members mb ON mb.chat_id = m.chat_id AND mb.user_id = m.sender_id"
                 " LEFT JOIN users u ON u.id = m.sender_id")
 
 
 def row_to_message(r: Sequence[Any]) -> MessageOut:
     unsent = bool(r[10])
+    extra = _dec_attachment.decode(r[12]) if len(r) > 12 and r[12] and not unsent else None
+    # A system message keeps its structured event in the attachment column (no other use there).
+    is_system = str(r[3]) == "system"
     return MessageOut(
         chat_id=int(r[0]), seq=int(r[1]), sender_id=int(r[2]), kind=str(r[3]),
         text="" if unsent else str(r[4]), created_at=int(r[8]), client_id=str(r[5]),
@@ -32,7 +39,7 @@ def row_to_message(r: Sequence[Any]) -> MessageOut:
         mentions=_dec_ids.decode(str(r[7])),
         edited_at=None if r[9] is None else int(r[9]),
         unsent=unsent, sender_name=str(r[11]),
-        attachment=_dec_attachment.decode(r[12]) if len(r) > 12 and r[12] and not unsent else None)
+        attachment=None if is_system else extra, system=extra if is_system else None)
 
 
 def member_row(tx: Tx, chat_id: int, user_id: int) -> tuple[Any, ...] | None:
@@ -44,13 +51,16 @@ def require_member(tx: Tx, chat_id: int, user_id: int) -> tuple[Any, ...]:
     row = member_row(tx, chat_id, user_id)
     if row is None:
         # Same answer whether the chat exists or not: no probing of other people's chats (G9).
-        raise DariError(ErrorCode.FORBIDDEN, f"you are not a member of chat {chat_id}")
+        raise DariError(ErrorCode.FORBIDDEN, f"you are not a member of chat {chat_id}", {"reason": "not_member"})
     return row
 
 
 def read_pointers(tx: Tx, chat_id: int) -> list[int]:
+    # A 1:1 chat counts both people: a message revives a peer who left, or is withheld from a peer who
+    # blocked the sender and stays unread to them ("1"), as in KakaoTalk.
     return sorted(r[0] for r in tx.all(
-        "SELECT read_seq FROM members WHERE chat_id = ? AND active = 1", (chat_id,)))
+        "SELECT mb.read_seq FROM members mb JOIN chats c ON c.id = mb.chat_id WHERE mb.chat_id = ?"
+        " AND (mb.active = 1 OR c.kind = 'direct')", (chat_id,)))
 
 
 def unread_for(seq: int, sorted_pointers: list[int]) -> int:
@@ -95,7 +105,8 @@ def load_chat(tx: Tx, chat_id: int, sender_id: int) -> ChatFacts | None:
 
 def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int, *,
            client_id: str = "", reply_to: int | None = None, mentions: Sequence[int] = (),
-           attachment: dict[str, Any] | None = None, facts: ChatFacts | None = None) -> MessageOut:
+           attachment: dict[str, Any] | None = None, facts: ChatFacts | None = None,
+           system: dict[str, Any] | None = None) -> MessageOut:
     """Append one message. `facts` is `load_chat`'s answer when the caller already read it in this
     transaction (nothing may change the chat or its members in between)."""
     if facts is None:
@@ -103,20 +114,27 @@ def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int,
         if facts is None:
             raise DariError(ErrorCode.NOT_FOUND, f"no chat {chat_id}")
     seq = facts.last_seq + 1
+    # KakaoTalk does not tell a sender that the peer blocked them: the message is stored and looks sent
+    # (unread "1" stays), but only the sender's devices get it, and the blocker never sees it.
+    withheld: int | None = None
+    if facts.kind == "direct" and kind != "system":
+        peer = facts.peer(sender_id)
+        if peer is not None and is_blocked(tx, peer, sender_id):
+            withheld = peer
     if reply_to is not None and not (1 <= reply_to < seq):
         raise DariError(ErrorCode.INVALID_PARAMS, f"reply_to {reply_to} is not a message in this chat")
     tx.execute("UPDATE chats SET last_seq = ?, last_activity = ? WHERE id = ?", (seq, now, chat_id))
     mid = tx.insert_id(
         "INSERT INTO messages (chat_id, seq, sender_id, kind, text, client_id, reply_to, mentions, created_at,"
-        " attachment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " attachment, withheld_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (chat_id, seq, sender_id, kind, text, client_id, reply_to, _enc.encode(list(mentions)).decode(), now,
-         None if attachment is None else _enc.encode(attachment).decode()))
+         None if (attachment or system) is None else _enc.encode(attachment or system).decode(), withheld))
     if tx.dialect == "sqlite" and kind == "text":
         tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)", (mid, text))
     rows = facts.rows
     # A 1:1 chat the peer had left reappears in their list when a new message arrives. Only run the
     # update when someone did leave: it was the costliest statement of a send although it rarely matches.
-    revive = facts.kind == "direct" and kind != "system" and any(not r[3] for r in rows)
+    revive = facts.kind == "direct" and kind != "system" and withheld is None and any(not r[3] for r in rows)
     if revive:
         tx.execute("UPDATE members SET active = 1, leave_eid = NULL WHERE chat_id = ? AND active = 0",
                    (chat_id,))
@@ -127,9 +145,12 @@ def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int,
     name: Any = None
     sender_row: tuple[Any, ...] | None = None
     for r in rows:
+        uid = r[0]
+        if uid == withheld:
+            unread += r[1] < seq
+            continue
         if not (r[3] or revive):
             continue
-        uid = r[0]
         recipients.append(uid)
         if uid == sender_id:
             sender_row = r
@@ -145,13 +166,23 @@ def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int,
                                                           (sender_id,))
     msg = MessageOut(chat_id=chat_id, seq=seq, sender_id=sender_id, kind=kind, text=text, created_at=now,
                      client_id=client_id, reply_to=reply_to, mentions=list(mentions),
-                     unread=unread, sender_name=str(name or ""), attachment=attachment)
+                     unread=unread, sender_name=str(name or ""), attachment=attachment, system=system)
     tx.emit("message.new", msg, recipients=recipients, chat_id=chat_id, now=now)
     return msg
 
 
-def system(tx: Tx, chat_id: int, actor_id: int, text: str, now: int, subjects: Sequence[int] = ()) -> MessageOut:
-    return append(tx, chat_id, actor_id, "system", text, now, mentions=subjects)
+def system(tx: Tx, chat_id: int, actor_id: int, event: dict[str, Any], now: int,
+           subjects: Sequence[int] = ()) -> MessageOut:
+    """A system line: the structured `event` (system_events.event) and its English text as the fallback."""
+    return append(tx, chat_id, actor_id, "system", system_events.describe(event), now, mentions=subjects,
+                  system=event)
+
+
+def audience(tx: Tx, chat_id: int, seq: int) -> list[int]:
+    """Who gets events about message `seq` (edits, unsends, reactions): the chat's active members but
+    the one it is withheld from."""
+    hidden = tx.scalar("SELECT withheld_from FROM messages WHERE chat_id = ? AND seq = ?", (chat_id, seq))
+    return [u for u in active_members(tx, chat_id) if u != hidden]
 
 
 def display_name(tx: Tx, chat_id: int, user_id: int) -> str:

@@ -167,6 +167,13 @@ ALTER TABLE reach_samples ADD COLUMN region_source TEXT NOT NULL DEFAULT '';
 ALTER TABLE reach_samples ADD COLUMN asn_source TEXT NOT NULL DEFAULT ''
 """
 
+# A 1:1 message from someone the peer blocked: stored and shown to its sender as sent, never delivered
+# to the blocker (withheld_from is the blocker's id; NULL for every other message).
+_WITHHELD = """
+ALTER TABLE messages ADD COLUMN withheld_from {big};
+CREATE INDEX messages_withheld ON messages (withheld_from) WHERE withheld_from IS NOT NULL
+"""
+
 _LINKS = """
 CREATE TABLE device_links (
   code TEXT PRIMARY KEY,
@@ -191,6 +198,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (12, "stories", {d: cs.STORIES.format(**w) for d, w in _WORDS.items()}),
     (13, "boards, reports, suspensions and the audit log", {d: cs.BOARDS.format(**w) for d, w in _WORDS.items()}),
     (14, "where reachability reports' region and ASN came from", {d: _REACH_SOURCES for d in _WORDS}),
+    (15, "messages withheld from a blocker", {d: _WITHHELD.format(**w) for d, w in _WORDS.items()}),
 ]
 
 

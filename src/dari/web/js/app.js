@@ -8,6 +8,7 @@ import { LINK_PREFIX } from "./relays.js";
 import { DariError, Session } from "./session.js";
 import { Stickers } from "./stickers.js";
 import { Stories } from "./stories.js";
+import { shownName } from "./systemline.js";
 import { $, $$, avatar, confirmDialog, dialog, el, errorText, setBusy, toast } from "./ui.js";
 
 const CACHE_KEY = "dari.cache";
@@ -580,7 +581,7 @@ class App {
       });
       btn.append(avatar(c.title, c.peer_id ?? c.chat_id, c.kind === "direct" ? "" : "group"));
       const mid = el("span.chat-mid");
-      const top = el("span.chat-top", {}, el("span.chat-name", { text: c.title }));
+      const top = el("span.chat-top", {}, el("span.chat-name", { text: shownName(c.title) }));
       if (c.kind !== "direct") top.append(el("span.chat-count", { text: String(c.member_count) }));
       if (c.kind === "open") top.append(el("span.tag", { text: t("chats.open_badge") }));
       if (c.muted) top.append(el("span.muted-icon", { title: t("chats.muted"), "aria-label": t("chats.muted"), text: "🔕" }));

@@ -4,6 +4,7 @@
 
 import { formatDay, formatTime, t } from "./i18n.js";
 import { MEDIA_KINDS, previewText } from "./media.js";
+import { shownName, systemText } from "./systemline.js";
 import { $, avatar, confirmDialog, dialog, el, errorText, toast } from "./ui.js";
 
 const PAGE = 50;
@@ -247,7 +248,7 @@ export class ChatView {
   renderHeader() {
     const chat = this.app.chats.get(this.chatId);
     const detail = this.details.get(this.chatId);
-    const title = detail?.title || chat?.title || "";
+    const title = shownName(detail?.title || chat?.title || "");
     $("#chat-title").textContent = title;
     const sub = $("#chat-sub");
     const kind = detail?.kind || chat?.kind;
@@ -353,7 +354,7 @@ export class ChatView {
       out.push(el("li.day-sep", {}, el("span", { text: formatDay(msg.created_at) })));
     }
     if (msg.kind === "system") {
-      out.push(el("li.msg.system", { dataset: { seq: msg.seq } }, el("span", { text: msg.text })));
+      out.push(el("li.msg.system", { dataset: { seq: msg.seq } }, el("span", { text: systemText(msg) })));
       return out;
     }
     const mine = msg.sender_id === me;
@@ -366,7 +367,7 @@ export class ChatView {
       li.append(grouped ? el("span.avatar-spacer") : avatar(msg.sender_name, msg.sender_id));
     }
     const body = el("div.msg-body");
-    if (!mine && !grouped) body.append(el("div.sender", { text: msg.sender_name }));
+    if (!mine && !grouped) body.append(el("div.sender", { text: shownName(msg.sender_name) }));
     const row = el("div.bubble-row");
     const sticker = msg.kind === "sticker" && !msg.unsent;
     const bubble = el(sticker ? "div.sticker-msg" : "div.bubble");

@@ -46,6 +46,10 @@ export function language() {
   return current;
 }
 
+export function has(key) {
+  return key in strings || key in fallback;
+}
+
 // t("key", {name: "x"}) -> translated string with {name} replaced.
 export function t(key, vars) {
   let s = strings[key] ?? fallback[key] ?? key;

@@ -8,6 +8,7 @@
 import { t } from "./i18n.js";
 import { newClientId } from "./outbox.js";
 import { DariError } from "./session.js";
+import { systemText } from "./systemline.js";
 import { $, $$, dialog, el, errorText, toast } from "./ui.js";
 
 const HTTP_PIECE = 4 << 20;
@@ -29,6 +30,7 @@ export function formatSize(n) {
 // One line for a message in previews, quotes and notifications.
 export function previewText(msg) {
   if (msg.unsent) return t("message.unsent");
+  if (msg.kind === "system") return systemText(msg);
   if (msg.kind === "sticker") return `${ICONS.sticker} ${t("media.sticker")}${msg.attachment?.emoji ? ` ${msg.attachment.emoji}` : ""}`;
   if (MEDIA_KINDS.has(msg.kind)) {
     const label = msg.kind === "file" && msg.attachment?.name ? msg.attachment.name : t(`media.kind_${msg.kind}`);

@@ -513,7 +513,7 @@ export class Session extends EventTarget {
     } catch (err) {
       if (PERMANENT.has(err.code)) {
         item.state = "failed";
-        item.error = { code: err.code, message: err.message };
+        item.error = { code: err.code, message: err.message, details: err.details };
         await this.outbox.put(item);
         this._emit("outbox.failed", item);
         return true;

@@ -1,7 +1,7 @@
 // Small DOM helpers shared by the views. No innerHTML with user data anywhere: text goes through
 // textContent, so a message can never inject markup.
 
-import { apply, t } from "./i18n.js";
+import { apply, has, language, t } from "./i18n.js";
 
 export function $(sel, root = document) {
   return root.querySelector(sel);
@@ -61,13 +61,25 @@ export function toast(text, { kind = "info", action = null, timeout = 4000 } = {
   return node;
 }
 
-// The text shown for a server error: a translated headline for its code plus the server's message.
+// The text shown for a server error, all in the page's language: a headline for its code, then the
+// reason (from `details.reason` and its arguments) or the field to fix. The server's English message
+// shows only on an English page, or for a code this page does not know.
 export function errorText(err) {
   if (!err) return "";
   const code = err.code || "internal";
-  const head = t(`error.${code}`);
   const msg = err.message || "";
-  return msg && head !== `error.${code}` ? `${head}: ${msg}` : msg || head;
+  if (!has(`error.${code}`)) return msg || t("error.internal");
+  const head = t(`error.${code}`);
+  const details = err.details || {};
+  if (details.reason && has(`error.reason.${details.reason}`)) {
+    return `${head}: ${t(`error.reason.${details.reason}`, details)}`;
+  }
+  if (language() === "en") return msg ? `${head}: ${msg}` : head;
+  if (details.field) {
+    const field = has(`error.field.${details.field}`) ? t(`error.field.${details.field}`) : details.field;
+    return `${head}: ${t("error.check_field", { field })}`;
+  }
+  return head;
 }
 
 let openDialog = null;
