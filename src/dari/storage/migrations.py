@@ -167,6 +167,11 @@ ALTER TABLE reach_samples ADD COLUMN region_source TEXT NOT NULL DEFAULT '';
 ALTER TABLE reach_samples ADD COLUMN asn_source TEXT NOT NULL DEFAULT ''
 """
 
+_DEVICE_KINDS = """
+ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+ALTER TABLE device_links ADD COLUMN device_kind TEXT NOT NULL DEFAULT ''
+"""
+
 _LINKS = """
 CREATE TABLE device_links (
   code TEXT PRIMARY KEY,
@@ -191,6 +196,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (12, "stories", {d: cs.STORIES.format(**w) for d, w in _WORDS.items()}),
     (13, "boards, reports, suspensions and the audit log", {d: cs.BOARDS.format(**w) for d, w in _WORDS.items()}),
     (14, "where reachability reports' region and ASN came from", {d: _REACH_SOURCES for d in _WORDS}),
+    (17, "what kind of device each device is (browser, cli, ...)", {d: _DEVICE_KINDS for d in _WORDS}),
 ]
 
 
