@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from dari.client import Client
 from dari.client.client import phone_hash
 from dari.protocol.errors import DariError, ErrorCode
 from tests.conftest import PASSWORD, ServerProcess
+from tests.test_scaleout import nodes  # noqa: F401  (fixture)
+from tests.test_storage_contract import pg_url  # noqa: F401  (fixture used by nodes)
 
 T = 20_000   # ms: generous waits on a loaded machine
 
@@ -77,11 +80,15 @@ async def test_distinct_names_rename_and_live_online(server: ServerProcess) -> N
 
         # "online" is the server's live connection, not a recent last_seen_at: it goes at once.
         second_id = second.device_id
+        await asyncio.sleep(0.05)
+        left_after = int(time.time() * 1000)
         await second.close()
         ev = await first.next_event("device.presence", timeout=T / 1000)
         while ev.payload["device_id"] != second_id or ev.payload["online"]:
             ev = await first.next_event("device.presence", timeout=T / 1000)
-        assert not (await _devices(first))[second_id]["online"]
+        gone = (await _devices(first))[second_id]
+        assert not gone["online"]
+        assert gone["last_seen_at"] >= left_after    # when it left, not when it connected
     finally:
         await first.close()
         await second.close()
@@ -124,6 +131,35 @@ async def test_phone_formats_match_and_bad_numbers_are_refused(server: ServerPro
     finally:
         await carol.close()
         await dave.close()
+
+
+async def test_device_online_across_nodes(nodes: Any) -> None:  # noqa: F811
+    """With several processes, a device connected to another node is online too (Redis presence)."""
+    n1, n2 = nodes(2)
+    handle = f"jun_{uuid.uuid4().hex[:6]}"
+    here, there = Client(n1.url), Client(n2.url)
+    try:
+        await here.signup(handle, "Jun", PASSWORD, device_name="here")
+        await here.wait_live()
+        await there.login(handle, PASSWORD, device_name="there")
+        await there.wait_live()
+        ev = await here.next_event("device.presence", timeout=T / 1000)     # over the bus
+        while ev.payload["device_id"] != there.device_id:                     # (here's own came first)
+            ev = await here.next_event("device.presence", timeout=T / 1000)
+        assert ev.payload["online"] is True
+
+        async def there_online() -> bool:
+            return bool((await _devices(here))[there.device_id]["online"])
+        await _wait_for(there_online, "the other node's device to be listed online")
+        there_id = there.device_id
+        await there.close()
+
+        async def there_offline() -> bool:
+            return not (await _devices(here))[there_id]["online"]
+        await _wait_for(there_offline, "the other node's device to go offline")
+    finally:
+        await here.close()
+        await there.close()
 
 
 # -- the CLI ----------------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ def build_state(settings: Settings) -> ServerState:
     hub.on_online, hub.on_offline = online, offline
 
     def device_presence(uid: int, did: int, is_online: bool) -> None:
+        if not is_online:
+            services.accounts.mark_seen(did)    # "last seen" is when it left, not when it came
         # The account's device lists show "online" live; deferred so a session being opened gets
         # its session.open answer first.
         asyncio.get_running_loop().call_soon(bus.ephemeral, [uid], "device.presence",

@@ -152,7 +152,11 @@ class Accounts:
 
     def touch_device(self, caller: Caller) -> None:
         """Record that a device connected; written with the others every SEEN_FLUSH_S seconds."""
-        self._seen[caller.device_id] = now_ms()
+        self.mark_seen(caller.device_id)
+
+    def mark_seen(self, device_id: int) -> None:
+        """The device is here now (it connected, or its last connection just closed)."""
+        self._seen[device_id] = now_ms()
         if self._seen_timer is None and self._seen_flush is None:
             loop = asyncio.get_running_loop()
             self._seen_timer = loop.call_later(SEEN_FLUSH_S, self._start_seen_flush)

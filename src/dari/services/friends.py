@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from dari.protocol import methods as m
@@ -62,7 +63,8 @@ class Friends:
         """For browsers: the numbers are normalized and hashed here, as the SDK does on the device,
         and are not kept."""
         key = self.core.contact_key
-        hashes = [phones.phone_hash(key, n, p.region) for n in p.phones]
+        # ~40 µs a number: a full list (500) off the event loop.
+        hashes = await asyncio.to_thread(lambda: [phones.phone_hash(key, n, p.region) for n in p.phones])
         return await self.find_by_contacts(caller, m.FindByContacts(phone_hashes=hashes))
 
     async def list_friends(self, caller: Caller, p: m.NoParams) -> list[Friend]:
