@@ -320,3 +320,19 @@ async def test_browser_approves_browser_rename_and_phone(server: ServerProcess, 
         await finder.close()
     assert not errors_a and not errors_b, (errors_a, errors_b)
     await ctx_a.close()
+
+
+def test_device_strings_are_translated() -> None:
+    """Every key devices.js uses, the kinds included, is in all four languages and the markup's too."""
+    from typing import get_args
+
+    from dari.protocol.methods import DeviceKind
+
+    web = Path(__file__).resolve().parent.parent / "src" / "dari" / "web"
+    used = set(re.findall(r'\bt\("([\w.\-]+)"', (web / "js" / "devices.js").read_text()))
+    used |= {f"devices.kind_{k}" for k in get_args(DeviceKind)}
+    used |= set(re.findall(r'data-i18n(?:-[a-z-]+)?="(devices\.[^"]+)"', (web / "index.html").read_text()))
+    assert "devices.approve_title" in used and "devices.kind_browser" in used
+    for code in ("en", "ko", "ja", "zh-CN"):
+        strings = json.loads((web / "i18n" / f"{code}.json").read_text())
+        assert not sorted(used - set(strings)), code
