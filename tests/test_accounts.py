@@ -224,8 +224,8 @@ async def test_cached_tokens_refused_after_revoke_suspend_and_delete(server_fact
 
 
 async def test_device_last_seen_follows_session_open(server, make_user) -> None:
-    """devices.last_seen_at is kept in memory on session.open, shown by device.list at once, and
-    written by a periodic flush or at shutdown."""
+    """devices.last_seen_at is kept in memory on session.open (and when the device's last connection
+    closes), shown by device.list at once, and written by a periodic flush or at shutdown."""
     alice = await make_user("alice")
     [before] = await alice.call("device.list")
     await asyncio.sleep(0.05)
@@ -242,4 +242,5 @@ async def test_device_last_seen_follows_session_open(server, make_user) -> None:
     db = sqlite3.connect(server.data_dir / "dari.db")
     stored = db.execute("SELECT last_seen_at FROM devices WHERE id = ?", (after["device_id"],)).fetchone()[0]
     db.close()
-    assert stored == after["last_seen_at"]
+    # Written at shutdown: the moment its last connection closed (after `after`, never before).
+    assert stored >= after["last_seen_at"]
