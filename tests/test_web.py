@@ -581,7 +581,7 @@ async def test_friends_and_settings(server: ServerProcess, make_user: MakeUser, 
         await page.click("[data-tab=settings]")
         row = page.locator("#device-list li", has_text="phone")
         await expect(row).to_be_visible(timeout=T)
-        await row.locator("button").click()
+        await row.locator("button", has_text="Log out").click()   # (beside Rename)
         await page.click(".confirm-ok")
         revoked = await other.next_event("session.revoked")
         assert revoked.name == "session.revoked"

@@ -21,6 +21,10 @@ class Hub(Protocol):
 
     def online_users(self) -> set[int]: ...
 
+    def online_devices(self) -> set[int]: ...
+
+    def is_device_online(self, device_id: int) -> bool: ...
+
 
 class Bus:
     shared = False      # True when several processes share this bus
@@ -82,6 +86,10 @@ class Bus:
 
     def is_online(self, user_id: int) -> bool:
         return self.hub is not None and user_id in self.hub.online_users()
+
+    def is_device_online(self, device_id: int) -> bool:
+        """Whether the device has a live session right now (on any process sharing this bus)."""
+        return self.hub is not None and self.hub.is_device_online(device_id)
 
     async def allow(self, key: object, rate: float, burst: int) -> bool:
         """Shared rate limit across processes; the in-process bus leaves it to the local limiter."""

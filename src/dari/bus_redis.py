@@ -48,6 +48,7 @@ class RedisBus(Bus):
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._online_elsewhere: set[int] = set()
+        self._devices_elsewhere: set[int] = set()
         # Delivery in global event-id order (G4 across nodes): durable events wait here until every
         # lower id has been delivered or is known not to exist.
         self.next_id = 0
@@ -226,28 +227,40 @@ class RedisBus(Bus):
             try:
                 assert self.redis is not None
                 mine = sorted(self.hub.online_users()) if self.hub is not None else []
+                my_devices = sorted(self.hub.online_devices()) if self.hub is not None else []
                 key = self._key(f"online:{self.node}")
+                ttl = int(PRESENCE_EVERY_S * 5)
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(key, _enc.encode(mine), ex=int(PRESENCE_EVERY_S * 5))
+                    pipe.set(key, _enc.encode(mine), ex=ttl)
+                    pipe.set(self._key(f"devices:{self.node}"), _enc.encode(my_devices), ex=ttl)
                     pipe.sadd(self._key("nodes"), self.node)
                     pipe.smembers(self._key("nodes"))
-                    _, _, nodes = await pipe.execute()
+                    _, _, _, nodes = await pipe.execute()
                 others = [n.decode() if isinstance(n, bytes) else n for n in nodes]
                 others = [n for n in others if n != self.node]
-                values = await self.redis.mget([self._key(f"online:{n}") for n in others]) if others else []
+                keys = [self._key(f"{kind}:{n}") for kind in ("online", "devices") for n in others]
+                got = await self.redis.mget(keys) if others else []
+                values, device_values = got[:len(others)], got[len(others):]
                 online: set[int] = set()
-                for n, v in zip(others, values, strict=True):
+                devices: set[int] = set()
+                for n, v, dv in zip(others, values, device_values, strict=True):
                     if v is None:
                         await self.redis.srem(self._key("nodes"), n)   # that process is gone
                     else:
                         online.update(_dec.decode(v if isinstance(v, bytes) else v.encode()))
+                    if dv is not None:
+                        devices.update(_dec.decode(dv if isinstance(dv, bytes) else dv.encode()))
                 self._online_elsewhere = online
+                self._devices_elsewhere = devices
             except (RedisError, OSError) as exc:
                 self._unhealthy(exc)
             await asyncio.sleep(PRESENCE_EVERY_S)
 
     def is_online(self, user_id: int) -> bool:
         return super().is_online(user_id) or user_id in self._online_elsewhere
+
+    def is_device_online(self, device_id: int) -> bool:
+        return super().is_device_online(device_id) or device_id in self._devices_elsewhere
 
     async def allow(self, key: object, rate: float, burst: int) -> bool:
         """A fixed one-second window per key shared by every process; if Redis is away, the

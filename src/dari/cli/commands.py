@@ -55,9 +55,10 @@ async def _log_in(ctx: Ctx, signup: bool) -> int:
     c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT)
     ctx.client = c
     if signup:
-        res = await c.signup(handle, a.name or handle, password, device_name=device, phone=a.phone)
+        res = await c.signup(handle, a.name or handle, password, device_name=device, phone=a.phone,
+                             region=a.region, device_kind="cli")
     else:
-        res = await c.login(handle, password, device_name=device)
+        res = await c.login(handle, password, device_name=device, device_kind="cli")
     prof.adopt(res, device)
     prof.cursor = c.cursor   # `dari watch` starts from the moment of login
     prof.save()
@@ -122,7 +123,7 @@ async def phone(ctx: Ctx) -> None:
         res = await c.call("account.set_phone", phone_hash=None)
     elif ctx.args.number:
         # Only a keyed hash leaves this machine, never the number (issue 2).
-        (h,) = await c.contact_hashes([ctx.args.number])
+        (h,) = await c.contact_hashes([ctx.args.number], ctx.args.region)
         res = await c.call("account.set_phone", phone_hash=h)
     else:
         raise DariError(ErrorCode.INVALID_PARAMS, "give a phone number or --clear")
@@ -142,9 +143,15 @@ async def delete(ctx: Ctx) -> None:
 async def device_list(ctx: Ctx) -> None:
     devices = await ctx.call("device.list")
     ctx.emit(devices, lambda: ctx.out.print(simple_table(
-        ["id", "name", "", "online", "last seen"],
-        [[d["device_id"], d["name"], "this device" if d.get("current") else "", "yes" if d.get("online") else "",
-          when(d.get("last_seen_at"))] for d in devices])))
+        ["id", "name", "kind", "", "status"],
+        [[d["device_id"], d["name"], d.get("kind") or "", "this device" if d.get("current") else "",
+          # "online" only while the server holds a live connection of that device
+          "online" if d.get("online") else f"last seen {when(d.get('last_seen_at'))}"] for d in devices])))
+
+
+async def device_rename(ctx: Ctx) -> None:
+    d = await ctx.call("device.rename", device_id=ctx.args.device_id, name=ctx.args.name)
+    ctx.emit(d, lambda: ctx.out.print(Text(f"device {d['device_id']} is now named {clean(d['name'])}")))
 
 
 async def device_revoke(ctx: Ctx) -> None:
@@ -218,7 +225,7 @@ async def friend_blocked(ctx: Ctx) -> None:
 
 async def friend_find(ctx: Ctx) -> None:
     c = await ctx.connect()
-    hashes = await c.contact_hashes(ctx.args.phones)
+    hashes = await c.contact_hashes(ctx.args.phones, ctx.args.region)
     users = await c.call("friend.find_by_contacts", phone_hashes=hashes)
     ctx.emit(users, lambda: ctx.out.print(simple_table(
         ["id", "handle", "name"], [[u["user_id"], "@" + u["handle"], u["display_name"]] for u in users])
@@ -330,12 +337,17 @@ def leaf(sub: Any, name: str, cmd: Command, help_: str, **kw: Any) -> argparse.A
     return p
 
 
+REGION_HELP = ("country a number without +code is from, e.g. KR or JP (default: $DARI_REGION, else the"
+               " locale's country, else KR)")
+
+
 def register(sub: Any) -> None:
     acc = sub.add_parser("account", help="sign up, log in, your profile").add_subparsers(dest="sub", required=True)
     p = leaf(acc, "signup", signup, "create an account and log this profile in as a device")
     p.add_argument("handle")
     p.add_argument("--name", help="display name (default: the handle)")
     p.add_argument("--phone", help="phone number for contact discovery (only a keyed hash is sent)")
+    p.add_argument("--region", help=REGION_HELP)
     p.add_argument("--device", help="device name (default cli@HOSTNAME)")
     p = leaf(acc, "login", login, "log this profile in as a new device of an account")
     p.add_argument("handle")
@@ -351,12 +363,16 @@ def register(sub: Any) -> None:
     p = leaf(acc, "phone", phone, "set (or --clear) your phone number for contact discovery")
     p.add_argument("number", nargs="?")
     p.add_argument("--clear", action="store_true")
+    p.add_argument("--region", help=REGION_HELP)
     p = leaf(acc, "delete", delete, "delete your account")
     p.add_argument("--yes", action="store_true", help="yes, really")
 
     dev = sub.add_parser("device", help="your logged-in devices").add_subparsers(dest="sub", required=True)
     leaf(dev, "list", device_list, "devices logged in to your account")
     leaf(dev, "revoke", device_revoke, "log a device out").add_argument("device_id", type=int, metavar="ID")
+    p = leaf(dev, "rename", device_rename, "rename one of your devices (your other devices see it at once)")
+    p.add_argument("device_id", type=int, metavar="ID")
+    p.add_argument("name", metavar="NAME")
     leaf(dev, "approve", device_approve, "log in a new device (a browser) that shows this code").add_argument(
         "code", metavar="CODE")
 
@@ -373,7 +389,9 @@ def register(sub: Any) -> None:
         p = leaf(fr, name, cmd, text)
         p.add_argument("handle")
         p.add_argument("--off", action="store_true", help="undo")
-    leaf(fr, "find", friend_find, "find people by phone number").add_argument("phones", nargs="+", metavar="PHONE")
+    p = leaf(fr, "find", friend_find, "find people by phone number")
+    p.add_argument("phones", nargs="+", metavar="PHONE")
+    p.add_argument("--region", help=REGION_HELP)
 
     chat_commands.register(sub, leaf)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import itertools
+import locale
 import logging
+import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,16 +24,18 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import phonenumbers
 
 from dari.client.diagnose import Diagnosis, Target, diagnose
 from dari.client.links import Link, Route
 from dari.client.outbox import Outbox, Pending
 from dari.client.reach_reports import ReportQueue
 from dari.client.routes import AllRoutesFailed, RouteManager, default_routes
-from dari.protocol import frames
+from dari.protocol import frames, phones
 from dari.protocol.errors import DariError, ErrorCode
 
 log = logging.getLogger("dari.client")
+DEFAULT_REGION = "KR"
 
 # Errors after which a queued message will never be accepted: keep it as failed, do not retry.
 PERMANENT = {ErrorCode.FORBIDDEN, ErrorCode.BLOCKED, ErrorCode.LIMIT_EXCEEDED, ErrorCode.INVALID_PARAMS,
@@ -47,10 +49,24 @@ class Event:
     cursor: int | None = None
 
 
-def phone_hash(contact_key: str, phone: str) -> str:
-    """Keyed hash of a phone number: digits only, so '+82 10-1234-5678' and '821012345678' match."""
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    return hmac.new(bytes.fromhex(contact_key), digits.encode(), hashlib.sha256).hexdigest()
+def default_region() -> str:
+    """The region a phone number without +country code is read in: $DARI_REGION, else the country
+    of the locale (ko_KR.UTF-8 -> KR), else KR."""
+    env = os.environ.get("DARI_REGION", "").strip()
+    if env:
+        return phones.check_region(env)
+    for value in (os.environ.get("LC_ALL"), os.environ.get("LANG"), locale.getlocale()[0]):
+        if value and "_" in value:
+            country = value.split("_", 1)[1][:2].upper()
+            if country in phonenumbers.SUPPORTED_REGIONS:
+                return country
+    return DEFAULT_REGION
+
+
+def phone_hash(contact_key: str, phone: str, region: str | None = None) -> str:
+    """Keyed hash of a phone number in E.164, so '010-1234-5678' (region KR) and '+82 10-1234-5678'
+    match. An invalid number raises DariError(INVALID_PARAMS)."""
+    return phones.phone_hash(contact_key, phone, region or default_region())
 
 
 def _raise(err: frames.ErrorBody) -> DariError:
@@ -426,19 +442,26 @@ class Client:
 
     # -- account helpers -------------------------------------------------------------------
     async def signup(self, handle: str, display_name: str, password: str, *, device_name: str = "sdk",
-                     phone: str | None = None) -> dict[str, Any]:
+                     phone: str | None = None, region: str | None = None,
+                     device_kind: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"handle": handle, "display_name": display_name, "password": password,
                                   "device_name": device_name}
+        if device_kind:
+            params["device_kind"] = device_kind
         if phone:
             info = await self.call("server.info")
-            params["phone_hash"] = phone_hash(info["contact_key"], phone)
+            params["phone_hash"] = phone_hash(info["contact_key"], phone, region)
         # Over the realtime link, like everything else: sign-up works on every route (G6).
         res = await self.call("account.signup", **params)
         await self._adopt(res)
         return dict(res)
 
-    async def login(self, handle: str, password: str, *, device_name: str = "sdk") -> dict[str, Any]:
-        res = await self.call("account.login", handle=handle, password=password, device_name=device_name)
+    async def login(self, handle: str, password: str, *, device_name: str = "sdk",
+                    device_kind: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"handle": handle, "password": password, "device_name": device_name}
+        if device_kind:
+            params["device_kind"] = device_kind
+        res = await self.call("account.login", **params)
         await self._adopt(res)
         return dict(res)
 
@@ -447,9 +470,11 @@ class Client:
         self.cursor = None
         await self._open_session()
 
-    async def contact_hashes(self, phones: list[str]) -> list[str]:
+    async def contact_hashes(self, numbers: list[str], region: str | None = None) -> list[str]:
+        """Keyed hashes of phone numbers, each read in `region` (default: default_region()) unless it
+        has a +country code. Only these hashes ever leave the device."""
         info = await self.call("server.info")
-        return [phone_hash(info["contact_key"], p) for p in phones]
+        return [phone_hash(info["contact_key"], p, region) for p in numbers]
 
     # -- events ----------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[Event]:

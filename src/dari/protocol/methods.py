@@ -18,6 +18,11 @@ Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_.]{3,32}$", description="3-32 of
 DisplayName = Annotated[str, Meta(min_length=1, max_length=64)]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
 DeviceName = Annotated[str, Meta(min_length=1, max_length=64)]
+# What a device is, shown beside its name in device lists; the name is the person's to change.
+DeviceKind = Literal["browser", "cli", "phone", "desktop", "sdk"]
+PhoneNumber = Annotated[str, Meta(min_length=1, max_length=64, description="as typed: 010-1234-5678")]
+PhoneRegion = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$",
+                                  description="where a number without +country code is from: KR, JP, CN, US")]
 Id = Annotated[int, Meta(ge=1, le=2**62)]
 Seq = Annotated[int, Meta(ge=0, le=2**62)]
 ClientId = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -42,6 +47,7 @@ class Signup(P):
     display_name: DisplayName
     password: Password
     device_name: DeviceName = "device"
+    device_kind: DeviceKind | None = None
     phone_hash: PhoneHash | None = None
 
 
@@ -49,6 +55,7 @@ class Login(P):
     handle: Handle
     password: Password
     device_name: DeviceName = "device"
+    device_kind: DeviceKind | None = None
 
 
 class SessionOpen(P):
@@ -75,7 +82,13 @@ class SetPrivacy(P):
 
 
 class SetPhone(P):
-    phone_hash: PhoneHash | None
+    # Omitted (the SDK drops None parameters) or null: clear it.
+    phone_hash: PhoneHash | None = None
+
+
+class SetPhoneNumber(P):
+    phone: PhoneNumber
+    region: PhoneRegion
 
 
 LinkCode = Annotated[str, Meta(pattern=r"^[A-Za-z2-9]{4}-?[A-Za-z2-9]{4}$", description="XXXX-XXXX, case-insensitive")]
@@ -83,6 +96,7 @@ LinkCode = Annotated[str, Meta(pattern=r"^[A-Za-z2-9]{4}-?[A-Za-z2-9]{4}$", desc
 
 class LinkStart(P):
     device_name: DeviceName = "browser"
+    device_kind: DeviceKind | None = None
 
 
 class LinkApprove(P):
@@ -97,12 +111,22 @@ class DeviceRevoke(P):
     device_id: Id
 
 
+class DeviceRename(P):
+    device_id: Id
+    name: DeviceName
+
+
 class FriendAdd(P):
     handle: Handle
 
 
 class FindByContacts(P):
     phone_hashes: Annotated[list[PhoneHash], Meta(max_length=5000)]
+
+
+class FindByPhones(P):
+    phones: Annotated[list[PhoneNumber], Meta(min_length=1, max_length=500)]
+    region: PhoneRegion
 
 
 class FriendUpdate(P):
@@ -287,10 +311,13 @@ METHODS: dict[str, MethodSpec] = {
         _m("account.change_password", ChangePassword, "Change password; other devices stay logged in."),
         _m("account.set_privacy", SetPrivacy, "Who sees your online state and last seen."),
         _m("account.set_phone", SetPhone, "Set or clear the keyed hash of your phone number."),
+        _m("account.set_phone_number", SetPhoneNumber,
+           "Browsers: the server normalizes a number (E.164) and stores only its keyed hash."),
         _m("account.delete", DeleteAccount, "Delete your account and log out every device."),
         _m("device.list", NoParams, "Devices logged in to your account.", writes=False),
         _m("device.revoke", DeviceRevoke, "Log a device out; its connections drop at once."),
         _m("device.logout", NoParams, "Log this device out."),
+        _m("device.rename", DeviceRename, "Rename one of your devices; your other devices are told."),
         _m("device.link_start", LinkStart, "New device: get a code (and QR) to approve from a logged-in one.",
            auth=False),
         _m("device.link_approve", LinkApprove, "Approve a new device's code: it is logged in to your account."),
@@ -298,6 +325,9 @@ METHODS: dict[str, MethodSpec] = {
            auth=False),
         _m("friend.add", FriendAdd, "Add a friend by handle (one-way; they are told)."),
         _m("friend.find_by_contacts", FindByContacts, "Find users by keyed hashes of phone numbers.",
+           writes=False),
+        _m("friend.find_by_phones", FindByPhones,
+           "Browsers: find users by phone numbers, normalized and hashed by the server, then discarded.",
            writes=False),
         _m("friend.list", NoParams, "Your friends, favourites first.", writes=False),
         _m("friend.update", FriendUpdate, "Favourite or hide a friend."),

@@ -42,6 +42,7 @@ class Device(msgspec.Struct):
     last_seen_at: int
     current: bool = False
     online: bool = False
+    kind: str = ""
 
 
 class Friend(msgspec.Struct):

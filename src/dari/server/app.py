@@ -31,6 +31,7 @@ from dari.server.session import Session
 from dari.server.stream import stream_handler
 from dari.server.tls import pin_of_pem_file, self_signed, server_context
 from dari.server.websocket import websocket_handler
+from dari.services.core import now_ms
 from dari.services.registry import Services
 from dari.storage import StoredEvent, open_database
 
@@ -73,6 +74,16 @@ def build_state(settings: Settings) -> ServerState:
         state.spawn(services.presence.went_offline(uid))
 
     hub.on_online, hub.on_offline = online, offline
+
+    def device_presence(uid: int, did: int, is_online: bool) -> None:
+        if not is_online:
+            services.accounts.mark_seen(did)    # "last seen" is when it left, not when it came
+        # The account's device lists show "online" live; deferred so a session being opened gets
+        # its session.open answer first.
+        asyncio.get_running_loop().call_soon(bus.ephemeral, [uid], "device.presence",
+                                             {"device_id": did, "online": is_online, "at": now_ms()})
+
+    hub.on_device = device_presence
 
     def on_commit(events: list[StoredEvent]) -> None:
         stored = sum(1 for ev in events if ev.type == "message.new")

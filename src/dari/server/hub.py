@@ -15,15 +15,21 @@ class ConnectionHub:
         self.by_device: dict[int, set[Session]] = {}
         self.on_online: Callable[[int], None] | None = None
         self.on_offline: Callable[[int], None] | None = None
+        # (user id, device id, online): a device's first session opened or its last one closed.
+        self.on_device: Callable[[int, int, bool], None] | None = None
         self.delivered = 0
 
     def add(self, session: Session, user_id: int, device_id: int) -> None:
         sessions = self.by_user.setdefault(user_id, set())
         first = not sessions
         sessions.add(session)
-        self.by_device.setdefault(device_id, set()).add(session)
+        devs = self.by_device.setdefault(device_id, set())
+        first_of_device = not devs
+        devs.add(session)
         if first and self.on_online:
             self.on_online(user_id)
+        if first_of_device and self.on_device:
+            self.on_device(user_id, device_id, True)
 
     def remove(self, session: Session, user_id: int, device_id: int) -> None:
         sessions = self.by_user.get(user_id)
@@ -35,9 +41,12 @@ class ConnectionHub:
                     self.on_offline(user_id)
         devs = self.by_device.get(device_id)
         if devs is not None:
+            had = session in devs
             devs.discard(session)
             if not devs:
                 del self.by_device[device_id]
+                if had and self.on_device:
+                    self.on_device(user_id, device_id, False)
 
     def deliver(self, user_ids: Sequence[int], frame: bytes, cursor: int | None) -> None:
         by_user = self.by_user
@@ -58,6 +67,12 @@ class ConnectionHub:
 
     def is_online(self, user_id: int) -> bool:
         return user_id in self.by_user
+
+    def online_devices(self) -> set[int]:
+        return set(self.by_device)
+
+    def is_device_online(self, device_id: int) -> bool:
+        return device_id in self.by_device
 
     def connections(self) -> int:
         return sum(len(v) for v in self.by_device.values())

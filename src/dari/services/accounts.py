@@ -14,9 +14,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from dari import PROTOCOL_VERSION, __version__
 from dari.protocol import methods as m
+from dari.protocol import phones
 from dari.protocol.errors import DariError, ErrorCode
-from dari.protocol.models import AuthResult, Device, Me, ServerInfo
+from dari.protocol.models import AuthResult, Me, ServerInfo
 from dari.services.core import Caller, Core, now_ms, user_devices_event
+from dari.services.devices import add_device
 from dari.services.moderation import check_not_suspended
 from dari.storage.base import Tx
 
@@ -89,9 +91,7 @@ class Accounts:
                 "INSERT INTO users (handle, display_name, password_hash, phone_hash, created_at)"
                 " VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (p.handle, p.display_name, pw_hash, p.phone_hash, now))
-            did = tx.scalar(
-                "INSERT INTO devices (user_id, name, token_hash, created_at, last_seen_at)"
-                " VALUES (?, ?, ?, ?, ?) RETURNING id", (uid, p.device_name, token_hash(token), now, now))
+            did, _ = add_device(tx, uid, p.device_name, p.device_kind, token_hash(token), now)
             return AuthResult(_me(tx, uid), did, token)
 
         return await self.core.db.write(fn)
@@ -110,10 +110,8 @@ class Accounts:
         await self.core.db.read(lambda tx: check_not_suspended(tx, row[0], now))   # operators' suspensions
 
         def fn(tx: Tx) -> AuthResult:
-            did = tx.scalar(
-                "INSERT INTO devices (user_id, name, token_hash, created_at, last_seen_at)"
-                " VALUES (?, ?, ?, ?, ?) RETURNING id", (row[0], p.device_name, token_hash(token), now, now))
-            user_devices_event(tx, [row[0]], "device.added", {"device_id": did, "name": p.device_name}, now)
+            did, name = add_device(tx, row[0], p.device_name, p.device_kind, token_hash(token), now)
+            user_devices_event(tx, [row[0]], "device.added", {"device_id": did, "name": name}, now)
             return AuthResult(_me(tx, row[0]), did, token)
 
         return await self.core.db.write(fn)
@@ -150,9 +148,16 @@ class Accounts:
                 self._tokens.pop(th, None)
             self._seen.pop(did, None)
 
+    def pending_seen(self, device_id: int) -> int:
+        return self._seen.get(device_id, 0)
+
     def touch_device(self, caller: Caller) -> None:
         """Record that a device connected; written with the others every SEEN_FLUSH_S seconds."""
-        self._seen[caller.device_id] = now_ms()
+        self.mark_seen(caller.device_id)
+
+    def mark_seen(self, device_id: int) -> None:
+        """The device is here now (it connected, or its last connection just closed)."""
+        self._seen[device_id] = now_ms()
         if self._seen_timer is None and self._seen_flush is None:
             loop = asyncio.get_running_loop()
             self._seen_timer = loop.call_later(SEEN_FLUSH_S, self._start_seen_flush)
@@ -246,6 +251,12 @@ class Accounts:
 
         return await self.core.db.write(fn)
 
+    async def set_phone_number(self, caller: Caller, p: m.SetPhoneNumber) -> Me:
+        """For browsers, which cannot run phonenumbers: the same keyed hash the SDK computes. The raw
+        number lives only in this call's memory; it is never stored or logged."""
+        digest = phones.phone_hash(self.core.contact_key, p.phone, p.region)
+        return await self.set_phone(caller, m.SetPhone(phone_hash=digest))
+
     async def delete(self, caller: Caller, p: m.DeleteAccount) -> dict[str, bool]:
         stored = await self.core.db.read(lambda tx: tx.scalar(
             "SELECT password_hash FROM users WHERE id = ?", (caller.user_id,)))
@@ -274,14 +285,6 @@ class Accounts:
         loop = asyncio.get_running_loop()
         for did in device_ids:
             loop.call_soon(self.core.bus.drop_device, did)
-
-    async def devices(self, caller: Caller, p: m.NoParams) -> list[Device]:
-        rows = await self.core.db.read(lambda tx: tx.all(
-            "SELECT id, name, created_at, last_seen_at FROM devices WHERE user_id = ? ORDER BY id",
-            (caller.user_id,)))
-        seen = self._seen
-        return [Device(r[0], r[1], r[2], max(r[3], seen.get(r[0], 0)), current=r[0] == caller.device_id)
-                for r in rows]
 
     async def revoke(self, caller: Caller, p: m.DeviceRevoke) -> dict[str, bool]:
         return await self._revoke(caller, p.device_id)

@@ -15,6 +15,7 @@ from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.services.accounts import _me, token_hash
 from dari.services.core import Caller, Core, now_ms, user_devices_event
+from dari.services.devices import add_device
 from dari.storage.base import Tx
 
 LINK_TTL_MS = 5 * 60_000
@@ -44,8 +45,9 @@ class DeviceLinks:
             pending = tx.scalar("SELECT count(*) FROM device_links WHERE expires_at >= ?", (now,))
             if int(pending) > 10_000:
                 raise DariError(ErrorCode.RATE_LIMITED, "too many devices waiting to be linked; try again soon")
-            tx.execute("INSERT INTO device_links (code, secret_hash, device_name, created_at, expires_at)"
-                       " VALUES (?, ?, ?, ?, ?)", (code, _sha(secret), p.device_name, now, now + LINK_TTL_MS))
+            tx.execute("INSERT INTO device_links (code, secret_hash, device_name, device_kind, created_at, expires_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?)",
+                       (code, _sha(secret), p.device_name, p.device_kind or "", now, now + LINK_TTL_MS))
 
         await self.core.db.write(fn)
         return {"code": code, "secret": secret, "expires_at": now + LINK_TTL_MS, "qr": f"/link/qr/{code}.svg",
@@ -57,20 +59,18 @@ class DeviceLinks:
         token = secrets.token_urlsafe(32)
 
         def fn(tx: Tx) -> dict[str, object]:
-            row = tx.one(f"SELECT device_name, expires_at, approved_by FROM device_links WHERE code = ?{tx.for_update}",
-                         (code,))
+            row = tx.one("SELECT device_name, expires_at, approved_by, device_kind FROM device_links"
+                         f" WHERE code = ?{tx.for_update}", (code,))
             if row is None or row[1] < now:
                 raise DariError(ErrorCode.NOT_FOUND, "no device is waiting with that code (it expires after 5"
                                 " minutes); show a new code on the new device")
             if row[2] is not None:
                 raise DariError(ErrorCode.CONFLICT, "that code was already used")
-            did = tx.scalar("INSERT INTO devices (user_id, name, token_hash, created_at, last_seen_at)"
-                            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-                            (caller.user_id, row[0], token_hash(token), now, now))
+            did, name = add_device(tx, caller.user_id, row[0], row[3], token_hash(token), now)
             tx.execute("UPDATE device_links SET approved_by = ?, device_id = ?, token = ? WHERE code = ?",
                        (caller.user_id, did, token, code))
-            user_devices_event(tx, [caller.user_id], "device.added", {"device_id": did, "name": row[0]}, now)
-            return {"device_id": did, "name": row[0]}
+            user_devices_event(tx, [caller.user_id], "device.added", {"device_id": did, "name": name}, now)
+            return {"device_id": did, "name": name}
 
         return await self.core.db.write(fn)
 

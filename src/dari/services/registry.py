@@ -16,6 +16,7 @@ from dari.services.chats import Chats
 from dari.services.content import ContentServices
 from dari.services.core import Caller, Core
 from dari.services.device_links import DeviceLinks
+from dari.services.devices import Devices
 from dari.services.friends import Friends
 from dari.services.messages import Messages
 from dari.services.presence import PresenceService
@@ -39,17 +40,21 @@ class Services:
         self.presence = PresenceService(self.core)
         self.reach = Reach(self.core)
         self.device_links = DeviceLinks(self.core)
+        self.devices = Devices(self.core, self.accounts.pending_seen)
         a, f, c, msg = self.accounts, self.friends, self.chats, self.messages
         self.handlers: dict[str, Handler] = {
             "server.info": a.server_info, "session.ping": self._ping,
             "account.signup": a.signup, "account.login": a.login,
             "account.me": a.me, "account.update_profile": a.update_profile,
             "account.change_password": a.change_password, "account.set_privacy": a.set_privacy,
-            "account.set_phone": a.set_phone, "account.delete": a.delete,
-            "device.list": a.devices, "device.revoke": a.revoke, "device.logout": a.logout,
+            "account.set_phone": a.set_phone, "account.set_phone_number": a.set_phone_number,
+            "account.delete": a.delete,
+            "device.list": self.devices.list, "device.rename": self.devices.rename,
+            "device.revoke": a.revoke, "device.logout": a.logout,
             "device.link_start": self.device_links.start, "device.link_approve": self.device_links.approve,
             "device.link_poll": self.device_links.poll,
-            "friend.add": f.add, "friend.find_by_contacts": f.find_by_contacts, "friend.list": f.list_friends,
+            "friend.add": f.add, "friend.find_by_contacts": f.find_by_contacts,
+            "friend.find_by_phones": f.find_by_phones, "friend.list": f.list_friends,
             "friend.update": f.update, "friend.remove": f.remove, "friend.block": f.block,
             "friend.unblock": f.unblock, "friend.blocked": f.blocked, "user.get": f.get_user,
             "chat.open_direct": c.open_direct, "chat.create_group": c.create_group,

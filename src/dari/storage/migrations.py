@@ -174,6 +174,11 @@ ALTER TABLE messages ADD COLUMN withheld_from {big};
 CREATE INDEX messages_withheld ON messages (withheld_from) WHERE withheld_from IS NOT NULL
 """
 
+_DEVICE_KINDS = """
+ALTER TABLE devices ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+ALTER TABLE device_links ADD COLUMN device_kind TEXT NOT NULL DEFAULT ''
+"""
+
 _LINKS = """
 CREATE TABLE device_links (
   code TEXT PRIMARY KEY,
@@ -199,6 +204,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (13, "boards, reports, suspensions and the audit log", {d: cs.BOARDS.format(**w) for d, w in _WORDS.items()}),
     (14, "where reachability reports' region and ASN came from", {d: _REACH_SOURCES for d in _WORDS}),
     (15, "messages withheld from a blocker", {d: _WITHHELD.format(**w) for d, w in _WORDS.items()}),
+    (17, "what kind of device each device is (browser, cli, ...)", {d: _DEVICE_KINDS for d in _WORDS}),
 ]
 
 

@@ -2,6 +2,7 @@
 
 import { Boards } from "./boards.js";
 import { ChatView } from "./chat.js";
+import { Devices, phoneRegion } from "./devices.js";
 import { LANGUAGES, apply, detectLanguage, formatShort, language, setLanguage, t } from "./i18n.js";
 import { Media, previewText } from "./media.js";
 import { LINK_PREFIX } from "./relays.js";
@@ -40,6 +41,7 @@ class App {
     this.chat = new ChatView(this);
     this.stories = new Stories(this);
     this.boards = new Boards(this);
+    this.devices = new Devices(this);
     this.media.bindComposer();
     this.stickers.bind();
     this.bindSession();
@@ -209,7 +211,7 @@ class App {
     $("#auth-error").textContent = "";
     setBusy(btn, true);
     try {
-      const res = await this.session.call("device.link_start", { device_name: form.device_name.value.trim() });
+      const res = await this.session.call("device.link_start", { device_name: form.device_name.value.trim(), device_kind: "browser" });
       $("#link-qr").src = res.qr;
       $("#link-code").textContent = res.code;
       $("#link-status").textContent = t("auth.link_waiting");
@@ -337,6 +339,7 @@ class App {
     errBox.textContent = "";
     const params = Object.fromEntries(new FormData(form).entries());
     params.handle = (params.handle || "").trim().toLowerCase();
+    params.device_kind = "browser";
     setBusy(btn, true);
     try {
       if (mode === "signup") await this.session.signup(params);
@@ -435,9 +438,8 @@ class App {
         if (this.chat.chatId !== null) this.chat.renderHeader();
         break;
       }
-      case "device.revoked":
-      case "device.added":
-        if (this.tab === "settings") this.loadDevices();
+      case "device.revoked": case "device.added": case "device.renamed": case "device.presence":
+        this.devices.onEvent(name, p);
         break;
       default:
         break;
@@ -762,11 +764,10 @@ class App {
       const out = $(".contact-results", form);
       errBox.textContent = "";
       try {
-        const phones = form.phones.value.split(/[\n,;]+/).map((s) => s.replace(/\D/g, "")).filter((s) => s.length >= 5);
+        const phones = form.phones.value.split(/[\n,;]+/).map((s) => s.trim()).filter((s) => s.length >= 3);
         if (!phones.length) throw new DariError("invalid_params", t("friends.contacts_none_given"));
-        const info = this.serverInfo || (this.serverInfo = await this.session.call("server.info"));
-        const hashes = await Promise.all(phones.map((p) => phoneHash(info.contact_key, p)));
-        const users = await this.session.call("friend.find_by_contacts", { phone_hashes: hashes });
+        // Numbers like 010-1234-5678 need their country: the server reads them with libphonenumber.
+        const users = await this.session.call("friend.find_by_phones", { phones, region: phoneRegion() });
         out.replaceChildren(...users.map((u) => el("li.row-between", {},
           el("span", {}, avatar(u.display_name, u.user_id, "tiny"), " ", u.display_name, el("span.muted.small", { text: ` @${u.handle}` })),
           el("button.secondary.small", { type: "button", text: t("friends.add_button"), onclick: async (e) => {
@@ -1006,21 +1007,8 @@ class App {
     }));
   }
 
-  async loadDevices() {
-    const ul = $("#device-list");
-    try {
-      const devices = await this.session.call("device.list");
-      ul.replaceChildren(...devices.map((dv) => el("li.row-between", {},
-        el("span.device", {}, el("strong", { text: dv.name }),
-          el("span.muted.small", { text: ` · ${dv.current ? t("settings.this_device") : dv.online ? t("presence.online") : t("presence.last_seen", { time: this.relativeTime(dv.last_seen_at) })}` })),
-        dv.current ? null : el("button.link.small.danger-text", { type: "button", text: t("settings.revoke"), onclick: async () => {
-          if (!(await confirmDialog(t("settings.revoke_confirm", { name: dv.name }), { ok: t("settings.revoke"), danger: true }))) return;
-          try { await this.session.call("device.revoke", { device_id: dv.device_id }); this.loadDevices(); }
-          catch (err) { toast(errorText(err), { kind: "error" }); }
-        } }))));
-    } catch (err) {
-      ul.replaceChildren(el("li.form-error", { text: errorText(err) }));
-    }
+  loadDevices() {
+    return this.devices.load();
   }
 
   async loadBlocked() {
@@ -1192,20 +1180,6 @@ class App {
     if (diff < 86400000) return rtf.format(-Math.round(diff / 3600000), "hour");
     return rtf.format(-Math.round(diff / 86400000), "day");
   }
-}
-
-// HMAC-SHA256 of the phone number's digits under the server's contact key (as dari.client does).
-async function phoneHash(contactKeyHex, phone) {
-  if (!crypto.subtle) throw new DariError("unavailable", t("friends.contacts_insecure"));
-  const key = await crypto.subtle.importKey("raw", hexToBytes(contactKeyHex), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const sig = await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(phone.replace(/\D/g, "")));
-  return Array.from(new Uint8Array(sig), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function hexToBytes(hex) {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(i * 2, 2), 16);
-  return out;
 }
 
 const app = new App();
