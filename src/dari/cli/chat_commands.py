@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
+from dari.cli import invite_cmd
 from dari.cli.render import chat_table, clean, message_line, simple_table
 from dari.cli.runtime import (
     Ctx,
@@ -121,13 +122,14 @@ async def chat_unmute(ctx: Ctx) -> None:
 
 async def open_create(ctx: Ctx) -> None:
     a = ctx.args
-    d = await ctx.call("chat.create_open", title=a.title, nickname=a.nickname, member_limit=a.limit)
+    d = await ctx.call("chat.create_open", title=a.title, nickname=a.nickname, member_limit=a.limit,
+                       listed=a.listed, description=a.description, tags=a.tags or [])
     _print_detail(ctx, d, "opened ")
 
 
 async def open_join(ctx: Ctx) -> None:
-    _print_detail(ctx, await ctx.call("chat.join_open", link_code=ctx.args.code, nickname=ctx.args.nickname),
-                  "joined ")
+    code = invite_cmd.code_from(ctx.args.code, "join")
+    _print_detail(ctx, await ctx.call("chat.join_open", link_code=code, nickname=ctx.args.nickname), "joined ")
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -257,9 +259,26 @@ def _chat_parser(leaf: Leaf) -> argparse.ArgumentParser:
     p.add_argument("title")
     p.add_argument("--nickname", required=True, help="your name in this room")
     p.add_argument("--limit", type=int, help="member limit")
-    p = leaf(sub, "open-join", open_join, "join an open chat by its link code")
-    p.add_argument("code")
+    p.add_argument("--listed", action="store_true", help="list it in the open-chat directory")
+    p.add_argument("--description", default="", help="what the room is about (shown in the directory)")
+    p.add_argument("--tags", nargs="+", metavar="TAG", help="directory tags, one word each")
+    p = leaf(sub, "open-join", open_join, "join an open chat by its link code or join link")
+    p.add_argument("code", metavar="CODE|LINK")
     p.add_argument("--nickname", required=True, help="your name in this room (hides your profile)")
+    p = leaf(sub, "open-link", invite_cmd.open_link, "an open chat's join link and its QR code")
+    p.add_argument("chat")
+    p.add_argument("--no-qr", action="store_true", help="print the link only")
+    p = leaf(sub, "open-settings", invite_cmd.open_settings, "owner: list an open chat in the directory, describe it")
+    p.add_argument("chat")
+    listed = p.add_mutually_exclusive_group()
+    listed.add_argument("--listed", dest="listed", action="store_true", default=None, help="show in the directory")
+    listed.add_argument("--unlisted", dest="listed", action="store_false", help="hide from the directory")
+    p.add_argument("--description", help="what the room is about")
+    p.add_argument("--tags", nargs="*", metavar="TAG", help="directory tags (none: clear them)")
+    p = leaf(sub, "directory", invite_cmd.directory, "search the directory of listed open chats (CJK included)")
+    p.add_argument("query", nargs="*", help="words of the title, description or tags (none: all)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many results (from the last page's hint)")
+    p.add_argument("--limit", type=int, default=20, help="results per page (at most 50)")
     CHAT_SUBCOMMANDS.update({name: "" for name in sub.choices})
     return parser
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from dari.cli import chat_commands
+from dari.cli import chat_commands, invite_cmd
 from dari.cli.profile import ProfileError
 from dari.cli.render import clean, event_line, simple_table, when
 from dari.cli.runtime import (
@@ -175,12 +175,6 @@ def _friend_rows(friends: list[dict[str, Any]]) -> list[list[object]]:
                                          ("mutual", f.get("mutual"))) if on)
         rows.append([u["user_id"], "@" + u["handle"], u["display_name"], marks, u.get("status_message", "")])
     return rows
-
-
-async def friend_add(ctx: Ctx) -> None:
-    f = await ctx.call("friend.add", handle=check_handle(ctx.args.handle))
-    ctx.emit(f, lambda: ctx.out.print(Text(f"added {clean(f['user']['display_name'])} (@{f['user']['handle']})"
-                                           + (" — you are friends both ways" if f.get("mutual") else ""))))
 
 
 async def friend_list(ctx: Ctx) -> None:
@@ -377,7 +371,12 @@ def register(sub: Any) -> None:
         "code", metavar="CODE")
 
     fr = sub.add_parser("friend", help="friends and blocks").add_subparsers(dest="sub", required=True)
-    leaf(fr, "add", friend_add, "add a friend by handle").add_argument("handle")
+    leaf(fr, "add", invite_cmd.friend_add, "add a friend by handle, invite link or invite code").add_argument(
+        "who", metavar="HANDLE|LINK|CODE")
+    p = leaf(fr, "invite", invite_cmd.friend_invite, "your invite link and its QR code: whoever opens it can add you")
+    p.add_argument("--rotate", action="store_true", help="replace the link (the old one stops working)")
+    p.add_argument("--revoke", action="store_true", help="turn the link off")
+    p.add_argument("--no-qr", action="store_true", help="print the link only")
     leaf(fr, "list", friend_list, "your friends").add_argument("--all", action="store_true",
                                                                help="include hidden friends")
     for name, cmd, text in (("remove", friend_remove, "remove a friend"), ("block", friend_block, "block a user"),

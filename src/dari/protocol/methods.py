@@ -158,14 +158,26 @@ class CreateGroup(P):
     member_limit: Annotated[int, Meta(ge=2, le=100000)] | None = None
 
 
+OpenDescription = Annotated[str, Meta(max_length=500)]
+OpenTag = Annotated[str, Meta(pattern=r"^[^\s,#]{1,30}$", description="one word: no spaces, commas or #")]
+OpenTags = Annotated[list[OpenTag], Meta(max_length=10)]
+
+
 class CreateOpen(P):
     title: Title
     nickname: DisplayName
     member_limit: Annotated[int, Meta(ge=2, le=100000)] | None = None
+    # Listed in the public directory (chat.directory) with this description and these tags.
+    listed: bool = False
+    description: OpenDescription = ""
+    tags: OpenTags = msgspec.field(default_factory=list)
+
+
+OpenLinkCode = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{6,32}$")]
 
 
 class JoinOpen(P):
-    link_code: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{6,32}$")]
+    link_code: OpenLinkCode
     nickname: DisplayName
 
 
@@ -370,8 +382,10 @@ METHODS: dict[str, MethodSpec] = {
     ]
 }
 
-# Media, stickers, stories, boards and moderation (issue 4) add their methods from their own module.
-import dari.protocol.content  # noqa: E402,F401
+# Media, stickers, stories, boards and moderation (issue 4), friend invites and the open-chat
+# directory (issue 13) add their methods from their own modules.
+import dari.protocol.content  # noqa: E402
+import dari.protocol.invites  # noqa: E402,F401
 
 _FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 

@@ -104,6 +104,9 @@ class ChatDetail(msgspec.Struct):
     members: list[Member]
     muted: bool = False
     link_code: str | None = None
+    listed: bool = False           # open chats: shown in the directory
+    description: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
 
 
 class HistoryPage(msgspec.Struct):
@@ -141,3 +144,32 @@ class ServerInfo(msgspec.Struct):
     max_message_chars: int
     unsend_window_s: int
     group_member_limit: int
+
+
+class FriendInvite(msgspec.Struct):
+    """A user's personal invite; a client makes the link `ORIGIN/#/add/CODE` from it."""
+    code: str
+    created_at: int
+
+
+class InvitePreview(msgspec.Struct):
+    user: UserProfile
+    is_friend: bool = False
+    is_self: bool = False
+
+
+class OpenChatCard(msgspec.Struct):
+    """An open chat as seen before joining: from its link (chat.open_preview) or the directory."""
+    link_code: str
+    title: str
+    description: str
+    tags: list[str]
+    member_count: int
+    member_limit: int
+    listed: bool
+    chat_id: int | None = None     # set only when the viewer is already a member
+
+
+class DirectoryPage(msgspec.Struct):
+    chats: list[OpenChatCard]
+    next_offset: int | None = None

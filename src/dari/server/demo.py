@@ -43,5 +43,7 @@ async def seed_demo(services: Services) -> None:
     ]
     for i, (who, chat, text) in enumerate(script):
         await services.messages.send(who, m.MessageSend(chat_id=chat, client_id=f"demo-{i}", text=text))
-    await services.chats.create_open(sam, m.CreateOpen(title="dari newcomers", nickname="sam-host"))
+    await services.chats.create_open(sam, m.CreateOpen(
+        title="dari newcomers", nickname="sam-host", listed=True,
+        description="처음 오셨나요? 질문 환영 · Questions welcome · 欢迎提问 · 質問歓迎", tags=["help", "도움말"]))
     log.info("demo ready: log in as minji, wei, yuki or sam with password %r", DEMO_PASSWORD)

@@ -1,5 +1,6 @@
-"""QR codes drawn with segno: GET /link/qr/CODE.svg (the code a new device shows for linking) and
-GET /relay/qr.svg?d=DESCRIPTOR (a relay invite link, for Settings in the web client)."""
+"""QR codes drawn with segno: GET /link/qr/CODE.svg (the code a new device shows for linking),
+GET /relay/qr.svg?d=DESCRIPTOR (a relay invite link, for Settings in the web client), and
+GET /qr/add/CODE.svg and /qr/join/CODE.svg (a friend invite and an open chat's join link)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dari.relay.descriptor import LINK_PREFIX, DescriptorError, verify_descripto
 from dari.relay.registry import RelayRegistry
 
 _CODE = re.compile(r"^[A-Z2-9]{4}-[A-Z2-9]{4}$")
+_PAGE_CODE = re.compile(r"^[A-Za-z0-9_-]{6,32}$")
 
 
 def _svg(text: str, scale: int) -> bytes:
@@ -44,7 +46,24 @@ async def relay_qr(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "private, max-age=3600"})
 
 
+def page_link(request: web.Request, kind: str, code: str) -> str:
+    """The page's own link, ORIGIN/#/add/CODE or ORIGIN/#/join/CODE, as the browser that asked sees
+    this server (its Host header), so the code scans to the address that works for it."""
+    return f"{request.scheme}://{request.host}/#/{kind}/{code}"
+
+
+async def page_qr(request: web.Request) -> web.Response:
+    """Draws only a link into this server's page with a code-shaped argument: no QR service for
+    arbitrary text, and nothing is looked up (a revoked code draws a link that says so when opened)."""
+    kind, code = request.match_info["kind"], request.match_info["code"]
+    if kind not in ("add", "join") or not _PAGE_CODE.match(code):
+        raise web.HTTPNotFound(text="not an invite or join code")
+    return web.Response(body=_svg(page_link(request, kind, code), 5), content_type="image/svg+xml",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
 def setup(app: web.Application, data_dir: str) -> None:
     app["relay_registry"] = RelayRegistry(data_dir)
     app.router.add_get("/link/qr/{code}.svg", link_qr)
     app.router.add_get("/relay/qr.svg", relay_qr)
+    app.router.add_get("/qr/{kind}/{code}.svg", page_qr)

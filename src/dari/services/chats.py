@@ -12,12 +12,13 @@ from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import ChatDetail, ChatSummary, Member
 from dari.services import timeline
 from dari.services.core import Caller, Core, is_blocked, now_ms, profile, user_devices_event
+from dari.services.listing import set_listing
 from dari.storage.base import Tx
 
 
 def chat_detail(tx: Tx, chat_id: int, viewer: int) -> ChatDetail:
-    row = tx.one("SELECT id, kind, title, owner_id, member_limit, last_seq, link_code FROM chats WHERE id = ?",
-                 (chat_id,))
+    row = tx.one("SELECT id, kind, title, owner_id, member_limit, last_seq, link_code, listed, description, tags"
+                 " FROM chats WHERE id = ?", (chat_id,))
     if row is None:
         raise DariError(ErrorCode.NOT_FOUND, f"no chat {chat_id}")
     is_open = row[1] == "open"
@@ -35,7 +36,8 @@ def chat_detail(tx: Tx, chat_id: int, viewer: int) -> ChatDetail:
     if row[1] == "direct":
         peer = next((mb for mb in members if mb.user_id != viewer), None)
         title = peer.display_name if peer else "(left)"
-    return ChatDetail(row[0], row[1], title, row[3], row[4], row[5], members, muted, row[6])
+    return ChatDetail(row[0], row[1], title, row[3], row[4], row[5], members, muted, row[6], bool(row[7]), row[8],
+                      row[9].split())
 
 
 def _add_member(tx: Tx, chat_id: int, user_id: int, now: int, role: str = "member",
@@ -170,6 +172,7 @@ class Chats:
                 "INSERT INTO chats (kind, title, owner_id, member_limit, link_code, last_activity, created_at)"
                 " VALUES ('open', ?, ?, ?, ?, ?, ?) RETURNING id",
                 (p.title, caller.user_id, limit, code, now, now))
+            set_listing(tx, chat_id, listed=p.listed, description=p.description, tags=p.tags)
             _add_member(tx, chat_id, caller.user_id, now, role="owner", nickname=p.nickname)
             _joined(tx, chat_id, [caller.user_id], now)
             timeline.system(tx, chat_id, caller.user_id,
@@ -268,6 +271,8 @@ class Chats:
                 raise DariError(ErrorCode.FORBIDDEN, "only the owner renames an open chat",
                                 {"reason": "owner_only"})
             tx.execute("UPDATE chats SET title = ? WHERE id = ?", (p.title, p.chat_id))
+            if kind == "open":
+                set_listing(tx, p.chat_id)   # the directory searches the new title
             tx.emit("chat.renamed", {"chat_id": p.chat_id, "title": p.title},
                     recipients=_active(tx, p.chat_id), chat_id=p.chat_id, now=now)
             timeline.system(tx, p.chat_id, caller.user_id,

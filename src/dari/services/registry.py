@@ -17,8 +17,10 @@ from dari.services.content import ContentServices
 from dari.services.core import Caller, Core
 from dari.services.device_links import DeviceLinks
 from dari.services.devices import Devices
+from dari.services.friend_invites import FriendInvites
 from dari.services.friends import Friends
 from dari.services.messages import Messages
+from dari.services.open_directory import OpenDirectory
 from dari.services.presence import PresenceService
 from dari.services.reach import Reach
 from dari.services.relays import Relays
@@ -69,6 +71,12 @@ class Services:
             "reach.report": self.reach.report, "reach.probe": self.reach.probe, "admin.reach": self.reach.admin_reach,
             "admin.incidents": self.reach.admin_incidents,
         }
+        inv, od = FriendInvites(self.core), OpenDirectory(self.core)
+        self.handlers.update({
+            "friend.invite": inv.get, "friend.invite_rotate": inv.rotate, "friend.invite_revoke": inv.revoke,
+            "friend.invite_preview": inv.preview, "friend.add_by_invite": inv.add,
+            "chat.open_preview": od.preview, "chat.open_settings": od.settings, "chat.directory": od.search,
+        })
         self.content = ContentServices(self.core)
         self.handlers.update(self.content.handlers())
         missing = set(m.METHODS) - set(self.handlers) - {"session.open"}

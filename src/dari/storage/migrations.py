@@ -192,6 +192,23 @@ CREATE TABLE device_links (
 )
 """
 
+# Personal friend invites (one live code per user; rotating replaces it) and the open-chat
+# directory: owners list a room with a description and tags; dir_text is their NFKC-casefolded
+# concatenation, searched with LIKE on both backends (pg_trgm serves it on PostgreSQL).
+_INVITES = """
+CREATE TABLE friend_invites (
+  code TEXT PRIMARY KEY,
+  user_id {big} NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE,
+  created_at {big} NOT NULL
+);
+ALTER TABLE chats ADD COLUMN listed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chats ADD COLUMN description TEXT NOT NULL DEFAULT '';
+ALTER TABLE chats ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+ALTER TABLE chats ADD COLUMN dir_text TEXT NOT NULL DEFAULT '';
+CREATE INDEX chats_listed ON chats (listed, kind)
+"""
+_INVITES_PG = ";CREATE INDEX chats_dir_text_trgm ON chats USING gin (dir_text gin_trgm_ops)"
+
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "initial schema", {d: _V1.format(**w) for d, w in _WORDS.items()}),
     (2, "full-text search for CJK and Latin text", _FTS),
@@ -204,6 +221,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (13, "boards, reports, suspensions and the audit log", {d: cs.BOARDS.format(**w) for d, w in _WORDS.items()}),
     (14, "where reachability reports' region and ASN came from", {d: _REACH_SOURCES for d in _WORDS}),
     (15, "messages withheld from a blocker", {d: _WITHHELD.format(**w) for d, w in _WORDS.items()}),
+    (16, "friend invite codes and the open-chat directory",
+     {d: _INVITES.format(**w) + (_INVITES_PG if d == "postgresql" else "") for d, w in _WORDS.items()}),
     (17, "what kind of device each device is (browser, cli, ...)", {d: _DEVICE_KINDS for d in _WORDS}),
 ]
 

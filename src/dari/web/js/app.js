@@ -3,6 +3,7 @@
 import { Boards } from "./boards.js";
 import { ChatView } from "./chat.js";
 import { Devices, phoneRegion } from "./devices.js";
+import { Invites } from "./invites.js";
 import { LANGUAGES, apply, detectLanguage, formatShort, language, setLanguage, t } from "./i18n.js";
 import { Media, previewText } from "./media.js";
 import { LINK_PREFIX } from "./relays.js";
@@ -42,6 +43,8 @@ class App {
     this.stories = new Stories(this);
     this.boards = new Boards(this);
     this.devices = new Devices(this);
+    this.invites = new Invites(this);
+    this.invites.bind();
     this.media.bindComposer();
     this.stickers.bind();
     this.bindSession();
@@ -413,6 +416,7 @@ class App {
         break;
       }
       case "friend.added": this.refreshFriends(); break;
+      case "friend.blocked": case "friend.unblocked": this.invites.onEvent(name, p); break;
       case "friend.added_you":
         toast(t("friends.added_you", { name: p.user.display_name }), {
           action: this.friends.some((f) => f.user.user_id === p.user.user_id) ? null
@@ -606,6 +610,7 @@ class App {
   }
 
   routeFromHash() {
+    if (this.invites.route(location.hash)) return;
     const m = /^#chat=(\d+)(?:&seq=(\d+))?$/.exec(location.hash);
     if (m) {
       const id = Number(m[1]);
@@ -624,6 +629,7 @@ class App {
     $("#chat").hidden = false;
     this.setTab(this.tab === "friends" ? "friends" : "chats");
     await this.chat.open(chatId, { jumpTo });
+    this.invites.renderStrangerBar();
     this.renderChatList();
   }
 
@@ -672,6 +678,7 @@ class App {
     try {
       this.friends = await this.session.call("friend.list");
       this.renderFriends();
+      if (this.chat.chatId !== null) this.invites.renderStrangerBar();
     } catch { /* shown from cache */ }
   }
 
@@ -891,7 +898,7 @@ class App {
       link_code: form.link_code.value.trim(), nickname: form.nickname.value.trim(),
     }));
     submit($("form[data-form=open]", n), (form) => this.session.call("chat.create_open", {
-      title: form.title.value.trim(), nickname: form.nickname.value.trim(),
+      title: form.title.value.trim(), nickname: form.nickname.value.trim(), ...this.invites.listingParams(form),
     }));
   }
 
@@ -913,6 +920,7 @@ class App {
       $(".info-code", n).hidden = false;
       $(".info-code code", n).textContent = detail.link_code;
     }
+    this.invites.decorateChatInfo(n, detail, errBox);
     const isOwner = detail.owner_id === me;
     if (detail.kind === "group" || (detail.kind === "open" && isOwner)) {
       const rf = $(".rename-form", n);
