@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
 
 from dari.client import Client
 from dari.client.media import download
@@ -151,3 +151,37 @@ async def test_blocked_or_missing_microphone_is_explained_in_the_page_language(s
                     await b.close()
     finally:
         await friend.close()
+
+
+async def test_voice_message_recorded_offline_is_sent_when_back(server: ServerProcess, mic_browser: Browser,
+                                                                make_user: Any) -> None:
+    """Like an attached file: the upload job waits for the connection and then goes out."""
+    ctx, alice = await new_page(mic_browser)
+    await signup(alice, server.url, "alice")
+    bob: Client = await make_user("bob")
+    assert bob.user is not None
+    await open_direct_with(alice, bob.user["handle"])
+    blocked = True
+
+    async def ws_route(ws: WebSocketRoute) -> None:
+        if blocked:
+            await ws.close()
+        else:
+            ws.connect_to_server()
+
+    async def http_route(r: Any) -> None:
+        await (r.abort() if blocked else r.continue_())
+
+    await alice.route_web_socket(re.compile(r".*/ws$"), ws_route)
+    await ctx.route(re.compile(r".*/lp/.*"), http_route)
+    await ctx.set_offline(True)
+    await expect(alice.locator("#conn")).to_have_attribute("data-state", "offline", timeout=T)
+    await record(alice)
+    row = alice.locator("#upload-tray .upload-row")
+    await expect(row.locator(".upload-name")).to_have_text(re.compile(r"^voice-.*\.(webm|ogg)$"), timeout=T)
+    await ctx.set_offline(False)
+    blocked = False
+    ev = await bob.next_event("message.new", timeout=60)
+    assert ev.payload["kind"] == "voice" and ev.payload["attachment"]["duration_ms"] >= 500, ev.payload
+    await expect(alice.locator("li.msg[data-seq]:has(.media-player.is-voice)")).to_have_count(1, timeout=T)
+    await expect(alice.locator("#upload-tray")).to_be_hidden(timeout=T)
