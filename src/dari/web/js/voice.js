@@ -55,9 +55,9 @@ export class VoiceRecorder {
     btn.addEventListener("pointerup", () => {
       const held = this.pressAt && performance.now() - this.pressAt > HOLD_MS;
       this.pressAt = 0;
-      if (!held) return; // a tap: keep recording until Send
-      if (this.state === "recording") this.finish();
-      else if (this.state === "starting") this.state = "cancelled"; // let go before the microphone opened
+      // A tap, or a press that ended while the browser still asked for the microphone: keep
+      // recording until Send.
+      if (held && this.state === "recording") this.finish();
     });
     // Enter or Space on the focused button: a click without a pointer press.
     btn.addEventListener("click", (ev) => {
