@@ -81,7 +81,7 @@ def test_translations_have_the_same_keys_and_cover_the_markup() -> None:
         assert all(isinstance(v, str) and v for v in strings.values()), code
     markup = (WEB / "index.html").read_text()
     used = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([^"]+)"', markup))
-    for name in ("media", "stickers", "stories", "boards"):
+    for name in ("media", "stickers", "stories", "boards", "voice"):
         used |= set(re.findall(r'\bt\("([\w.\-]+)"', (WEB / "js" / f"{name}.js").read_text()))
     assert not sorted(used - keys)
 

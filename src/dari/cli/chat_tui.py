@@ -57,7 +57,7 @@ class ChatState:
     def add(self, msg: dict[str, Any]) -> None:
         self.messages[int(msg["seq"])] = msg
         sender = self.members.get(int(msg["sender_id"]))
-        if msg.get("kind") == "text" and sender is not None:
+        if msg.get("kind") != "system" and sender is not None:
             # The server moves a sender's pointer to their own message: mirror it without an event.
             sender["read_seq"] = max(sender["read_seq"], int(msg["seq"]))
         self.pending.pop(str(msg.get("client_id", "")), None)

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from dari.cli import chat_commands, invite_cmd
 from dari.cli.profile import ProfileError
-from dari.cli.render import clean, event_line, simple_table, when
+from dari.cli.render import clean, event_line, simple_table, summary, when
 from dari.cli.runtime import (
     CALL_TIMEOUT,
     Command,
@@ -233,7 +233,7 @@ async def search(ctx: Ctx) -> None:
     hits = await ctx.call("message.search", query=a.query, chat_id=chat_id, limit=a.limit)
     ctx.emit(hits, lambda: ctx.out.print(simple_table(
         ["chat", "", "msg", "when", "text"],
-        [[h["chat_id"], h["chat_title"], f"#{h['seq']}", when(h["created_at"]), h["text"]] for h in hits])
+        [[h["chat_id"], h["chat_title"], f"#{h['seq']}", when(h["created_at"]), summary(h, 100)] for h in hits])
         if hits else "no matches"))
 
 

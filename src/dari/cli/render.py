@@ -56,6 +56,55 @@ def system_line(msg: dict[str, Any]) -> str:
     """A system message in English, from its structured event (the stored text for unknown events)."""
     text = str(msg.get("text", ""))
     return describe(msg["system"], text) if isinstance(msg.get("system"), dict) else text
+def size_text(n: object) -> str:
+    """1.2 MB, as the web client writes it (binary units)."""
+    if not isinstance(n, int) or n < 0:
+        return ""
+    if n < 1024:
+        return f"{n} B"
+    v, unit = n / 1024, "KB"
+    for unit in ("KB", "MB", "GB"):
+        if v < 1024 or unit == "GB":
+            break
+        v /= 1024
+    return f"{v:.1f} {unit}" if v < 10 else f"{round(v)} {unit}"
+
+
+def duration_text(ms: object) -> str:
+    if not isinstance(ms, int) or ms < 0:
+        return ""
+    s = round(ms / 1000)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+_LABELS = {"image": "photo", "video": "video", "voice": "voice", "file": "file"}
+
+
+def attachment_label(kind: str, att: dict[str, Any] | None) -> str:
+    """What a message carries besides text, in brackets: `[photo 1280x960]` (a multiplication sign
+    between the sides), `[file report.pdf, 1.2 MB]`, `[voice 0:07]`, `[sticker 😀]`; "" for text."""
+    a = att or {}
+    if kind == "sticker":
+        return f"[sticker {clean(a['emoji'])}]" if a.get("emoji") else f"[sticker #{a.get('sticker_id', '?')}]"
+    if kind not in _LABELS:
+        return "" if kind in ("text", "system") else f"[{clean(kind)}]"
+    dims = f"{a['width']}×{a['height']}" if a.get("width") and a.get("height") else ""
+    first = {"image": [dims], "video": [duration_text(a.get("duration_ms")), dims],
+             "voice": [duration_text(a.get("duration_ms"))], "file": [one_line(a.get("name") or "", 80)]}[kind]
+    head = " ".join(x for x in [_LABELS[kind], *first] if x)
+    size = size_text(a.get("size")) if kind in ("file", "video") else ""
+    return f"[{head}{', ' + size if size else ''}]"
+
+
+def summary(msg: dict[str, Any], width: int = 60) -> str:
+    """One line for previews and search hits: the attachment label, then the text (a caption)."""
+    if msg.get("unsent"):
+        return "(unsent)"
+    if msg.get("kind") == "system":
+        return one_line(system_line(msg), width)
+    label = attachment_label(str(msg.get("kind", "text")), msg.get("attachment"))
+    text = one_line(msg.get("text") or "", width)
+    return f"{label} {text}".strip() if label else text
 
 
 def message_line(msg: dict[str, Any], *, me: int | None = None, unread: int | None = None) -> Text:
@@ -73,8 +122,14 @@ def message_line(msg: dict[str, Any], *, me: int | None = None, unread: int | No
     line.append(": ")
     if msg.get("reply_to"):
         line.append(f"↪#{msg['reply_to']} ", style="magenta")
+    label = "" if msg.get("unsent") else attachment_label(str(msg.get("kind", "text")), msg.get("attachment"))
     if msg.get("unsent"):
         line.append("(message unsent)", style="dim italic")
+    elif label:
+        # The label is ours (styled apart), the caption is the sender's.
+        line.append(label, style="blue")
+        if msg.get("text"):
+            line.append(" " + clean(msg["text"]))
     else:
         line.append(clean(msg.get("text", "")))
     if msg.get("edited_at") and not msg.get("unsent"):
@@ -98,7 +153,7 @@ def chat_table(chats: list[dict[str, Any]]) -> Table:
             title.append(" 🔕", style="dim")
         badge = Text(str(ch["unread"]), style="bold white on red") if ch["unread"] else Text("")
         last = ch.get("last_message") or {}
-        preview = Text(one_line("(unsent)" if last.get("unsent") else system_line(last) if last else ""), style="dim")
+        preview = Text(summary(last) if last else "", style="dim")
         table.add_row(str(ch["chat_id"]), title, badge, when(ch.get("last_activity")), preview)
     return table
 

@@ -366,7 +366,8 @@ METHODS: dict[str, MethodSpec] = {
         _m("message.unsend", MessageRef, "Unsend your message for everyone, within the window."),
         _m("message.react", MessageReact, "Add or remove an emoji reaction."),
         _m("message.history", History, "Messages before a sequence number, newest last.", writes=False),
-        _m("message.search", Search, "Full-text search over your chats (CJK included).", writes=False),
+        _m("message.search", Search, "Full-text search over your chats (CJK included): text, media captions"
+           " and file names.", writes=False),
         _m("typing.set", Typing, "Tell the chat you are typing (ephemeral).", writes=False),
         _m("presence.get", UserIds, "Online state and last seen, as their privacy allows.", writes=False),
         _m("sync.events", SyncEvents, "Events after a cursor (long-poll with wait_s).", writes=False),

@@ -121,6 +121,8 @@ class SearchHit(msgspec.Struct):
     text: str
     created_at: int
     chat_title: str
+    kind: str = "text"                          # media hits: image, video, file, voice (text is the caption)
+    attachment: dict[str, Any] | None = None    # media hits: the attachment, with its name
 
 
 class Presence(msgspec.Struct):

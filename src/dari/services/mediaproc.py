@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dari.protocol.errors import DariError, ErrorCode
+from dari.services import containers
 
 MAX_PIXELS = 50_000_000     # a 7000x7000 photo; above it decoding is a memory attack, not a photo
 THUMB_SIZE = (320, 320)
@@ -89,6 +90,11 @@ def process(path: str) -> Processed:
         return Processed(mime, kind, width, height, duration)
     if mime == "audio/wav":
         return Processed(mime, kind, duration_ms=_wav_duration(head))
+    if mime in ("video/webm", "audio/ogg"):
+        # A recorded voice message is WebM or Ogg: its tracks say audio or video.
+        info = containers.webm_info(path) if mime == "video/webm" else containers.ogg_info(path)
+        if info is not None:
+            return Processed(info.mime, info.kind, duration_ms=info.duration_ms)
     return Processed(mime, kind)
 
 

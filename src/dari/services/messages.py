@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
+
 from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import HistoryPage, MessageOut, SearchHit
@@ -36,6 +38,7 @@ def _existing(tx: Tx, sender_id: int, client_id: str) -> MessageOut | None:
     return msg
 
 
+_dec_attachment = msgspec.json.Decoder(dict[str, Any])
 EDITABLE = ("text", "image", "video", "voice", "file")   # a media message's text is its caption
 UNSENDABLE = (*EDITABLE, "sticker")
 
@@ -92,8 +95,10 @@ class Messages:
             row = _own_message(tx, p.chat_id, p.seq, caller.user_id)
             tx.execute("UPDATE messages SET text = ?, edited_at = ? WHERE id = ?", (text, now, row[0]))
             if tx.dialect == "sqlite":
+                extra = tx.scalar("SELECT search_extra FROM messages WHERE id = ?", (row[0],)) or ""
                 tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))
-                tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)", (row[0], text))
+                tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)",
+                           (row[0], timeline.fts_text(text, str(extra))))
             tx.emit("message.edited", {"chat_id": p.chat_id, "seq": p.seq, "text": text, "edited_at": now},
                     recipients=timeline.audience(tx, p.chat_id, p.seq), chat_id=p.chat_id, now=now)
             return self._one(tx, p.chat_id, p.seq)
@@ -110,7 +115,7 @@ class Messages:
                 raise DariError(ErrorCode.EXPIRED, f"messages can be unsent within "
                                 f"{self.core.settings.unsend_window_s} s of sending",
                                 {"reason": "unsend_window", "seconds": self.core.settings.unsend_window_s})
-            tx.execute("UPDATE messages SET unsent = 1, text = '' WHERE id = ?", (row[0],))
+            tx.execute("UPDATE messages SET unsent = 1, text = '', search_extra = '' WHERE id = ?", (row[0],))
             tx.execute("DELETE FROM reactions WHERE chat_id = ? AND seq = ?", (p.chat_id, p.seq))
             if tx.dialect == "sqlite":
                 tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))
@@ -188,12 +193,15 @@ class Messages:
             args: list[object] = [caller.user_id, caller.user_id]
             if p.chat_id:
                 args.append(p.chat_id)
-            select = ("SELECT m.chat_id, m.seq, m.sender_id, m.text, m.created_at, c.title, c.kind FROM messages m"
+            select = ("SELECT m.chat_id, m.seq, m.sender_id, m.text, m.created_at, c.title, c.kind, m.kind,"
+                      " m.attachment FROM messages m"
                       " JOIN members mb ON mb.chat_id = m.chat_id AND mb.user_id = ? AND mb.active = 1"
                       " JOIN chats c ON c.id = m.chat_id")
-            where = f"WHERE m.unsent = 0 AND m.kind = 'text' AND {timeline.VISIBLE_TO} {scope}"
+            kinds = ", ".join(f"'{k}'" for k in timeline.SEARCHABLE)
+            where = f"WHERE m.unsent = 0 AND m.kind IN ({kinds}) AND {timeline.VISIBLE_TO} {scope}"
             if tx.dialect == "sqlite" and len(query) >= 3:
-                # Trigram FTS: a phrase query of the user's words, quotes escaped.
+                # Trigram FTS: a phrase query of the user's words, quotes escaped. A media message's
+                # document is its caption and its file name.
                 phrase = '"' + query.replace('"', '""') + '"'
                 rows = tx.all(f"{select} JOIN message_fts f ON f.rowid = m.id {where} AND message_fts MATCH ?"
                               " ORDER BY m.created_at DESC, m.id DESC LIMIT ?", (*args, phrase, p.limit))
@@ -201,17 +209,18 @@ class Messages:
                 # Shorter than a trigram (e.g. a two-syllable Korean word), or PostgreSQL's pg_trgm index.
                 like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 # Case-insensitive like the trigram FTS: SQLite's LIKE folds ASCII; PostgreSQL needs
-                # ILIKE (which pg_trgm's gin index also serves).
+                # ILIKE (which pg_trgm's gin indexes on text and search_extra also serve).
                 op = "ILIKE" if tx.dialect == "postgresql" else "LIKE"
-                rows = tx.all(f"{select} {where} AND m.text {op} ? ESCAPE '\\' ORDER BY m.created_at DESC, m.id DESC"
-                              " LIMIT ?", (*args, like, p.limit))
+                rows = tx.all(f"{select} {where} AND (m.text {op} ? ESCAPE '\\' OR m.search_extra {op} ? ESCAPE '\\')"
+                              " ORDER BY m.created_at DESC, m.id DESC LIMIT ?", (*args, like, like, p.limit))
             hits = []
             for r in rows:
                 title = r[5]
                 if r[6] == "direct":
                     title = tx.scalar("SELECT u.display_name FROM members mb JOIN users u ON u.id = mb.user_id"
                                       " WHERE mb.chat_id = ? AND mb.user_id <> ?", (r[0], caller.user_id)) or ""
-                hits.append(SearchHit(r[0], r[1], r[2], r[3], r[4], title))
+                hits.append(SearchHit(r[0], r[1], r[2], r[3], r[4], title, str(r[7]),
+                                      _dec_attachment.decode(r[8]) if r[8] else None))
             return hits
 
         return await self.core.db.read(fn)

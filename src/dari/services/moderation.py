@@ -103,7 +103,8 @@ class Moderation:
                 mid = tx.scalar("SELECT id FROM messages WHERE chat_id = ? AND seq = ?", (chat_id, seq))
                 if mid is None:
                     raise DariError(ErrorCode.NOT_FOUND, f"no message {p.target_id}")
-                tx.execute("UPDATE messages SET unsent = 1, text = '', attachment = NULL WHERE id = ?", (mid,))
+                tx.execute("UPDATE messages SET unsent = 1, text = '', attachment = NULL, search_extra = ''"
+                           " WHERE id = ?", (mid,))
                 if tx.dialect == "sqlite":
                     tx.execute("DELETE FROM message_fts WHERE rowid = ?", (mid,))
                 tx.emit("message.unsent", {"chat_id": chat_id, "seq": seq, "by": "operator"},

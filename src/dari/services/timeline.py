@@ -27,6 +27,23 @@ MESSAGE_FROM = ("FROM messages m LEFT JOIN members mb ON mb.chat_id = m.chat_id 
                 " LEFT JOIN users u ON u.id = m.sender_id")
 
 
+# Message kinds that search finds: text by its text, media by caption (text) and file name.
+SEARCHABLE = ("text", "image", "video", "file", "voice")
+
+
+def search_extra(kind: str, attachment: dict[str, Any] | None) -> str:
+    """What search finds in an attachment besides the caption: its file name."""
+    if kind not in SEARCHABLE or not attachment:
+        return ""
+    name = attachment.get("name")
+    return name if isinstance(name, str) else ""
+
+
+def fts_text(text: str, extra: str) -> str:
+    """The SQLite FTS document: the text, and on its own line the attachment's name."""
+    return f"{text}\n{extra}" if extra else text
+
+
 def row_to_message(r: Sequence[Any]) -> MessageOut:
     unsent = bool(r[10])
     extra = _dec_attachment.decode(r[12]) if len(r) > 12 and r[12] and not unsent else None
@@ -124,13 +141,14 @@ def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int,
     if reply_to is not None and not (1 <= reply_to < seq):
         raise DariError(ErrorCode.INVALID_PARAMS, f"reply_to {reply_to} is not a message in this chat")
     tx.execute("UPDATE chats SET last_seq = ?, last_activity = ? WHERE id = ?", (seq, now, chat_id))
+    extra = search_extra(kind, attachment)
     mid = tx.insert_id(
         "INSERT INTO messages (chat_id, seq, sender_id, kind, text, client_id, reply_to, mentions, created_at,"
-        " attachment, withheld_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " attachment, withheld_from, search_extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (chat_id, seq, sender_id, kind, text, client_id, reply_to, _enc.encode(list(mentions)).decode(), now,
-         None if (attachment or system) is None else _enc.encode(attachment or system).decode(), withheld))
-    if tx.dialect == "sqlite" and kind == "text":
-        tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)", (mid, text))
+         None if (attachment or system) is None else _enc.encode(attachment or system).decode(), withheld, extra))
+    if tx.dialect == "sqlite" and kind in SEARCHABLE:
+        tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)", (mid, fts_text(text, extra)))
     rows = facts.rows
     # A 1:1 chat the peer had left reappears in their list when a new message arrives. Only run the
     # update when someone did leave: it was the costliest statement of a send although it rarely matches.

@@ -208,6 +208,21 @@ ALTER TABLE chats ADD COLUMN dir_text TEXT NOT NULL DEFAULT '';
 CREATE INDEX chats_listed ON chats (listed, kind)
 """
 _INVITES_PG = ";CREATE INDEX chats_dir_text_trgm ON chats USING gin (dir_text gin_trgm_ops)"
+# Search finds media by caption (messages.text) and by file name (search_extra, copied from the
+# attachment so both backends can index it). The backfill indexes media sent before this version.
+_MEDIA_KINDS = "('image', 'video', 'file', 'voice')"
+_SEARCH_MEDIA = {
+    "sqlite": "ALTER TABLE messages ADD COLUMN search_extra TEXT NOT NULL DEFAULT '';"
+    " UPDATE messages SET search_extra = COALESCE(json_extract(attachment, '$.name'), '')"
+    f" WHERE kind IN {_MEDIA_KINDS} AND unsent = 0 AND json_valid(attachment);"
+    f" DELETE FROM message_fts WHERE rowid IN (SELECT id FROM messages WHERE kind IN {_MEDIA_KINDS});"
+    " INSERT INTO message_fts (rowid, text) SELECT id, text || char(10) || search_extra FROM messages"
+    f" WHERE kind IN {_MEDIA_KINDS} AND unsent = 0",
+    "postgresql": "ALTER TABLE messages ADD COLUMN search_extra TEXT NOT NULL DEFAULT '';"
+    " UPDATE messages SET search_extra = COALESCE(attachment::jsonb ->> 'name', '')"
+    f" WHERE kind IN {_MEDIA_KINDS} AND unsent = 0 AND attachment IS NOT NULL;"
+    " CREATE INDEX messages_extra_trgm ON messages USING gin (search_extra gin_trgm_ops)",
+}
 
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "initial schema", {d: _V1.format(**w) for d, w in _WORDS.items()}),
@@ -224,6 +239,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (16, "friend invite codes and the open-chat directory",
      {d: _INVITES.format(**w) + (_INVITES_PG if d == "postgresql" else "") for d, w in _WORDS.items()}),
     (17, "what kind of device each device is (browser, cli, ...)", {d: _DEVICE_KINDS for d in _WORDS}),
+    (18, "search photo captions and file names", _SEARCH_MEDIA),
 ]
 
 

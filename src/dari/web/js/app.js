@@ -5,13 +5,14 @@ import { ChatView } from "./chat.js";
 import { Devices, phoneRegion } from "./devices.js";
 import { Invites } from "./invites.js";
 import { LANGUAGES, apply, detectLanguage, formatShort, language, setLanguage, t } from "./i18n.js";
-import { Media, previewText } from "./media.js";
+import { Media, hitText, previewText } from "./media.js";
 import { LINK_PREFIX } from "./relays.js";
 import { DariError, Session } from "./session.js";
 import { Stickers } from "./stickers.js";
 import { Stories } from "./stories.js";
 import { shownName } from "./systemline.js";
 import { $, $$, avatar, confirmDialog, dialog, el, errorText, setBusy, toast } from "./ui.js";
+import { VoiceRecorder } from "./voice.js";
 
 const CACHE_KEY = "dari.cache";
 
@@ -46,6 +47,8 @@ class App {
     this.invites = new Invites(this);
     this.invites.bind();
     this.media.bindComposer();
+    this.voice = new VoiceRecorder(this);
+    this.voice.bind();
     this.stickers.bind();
     this.bindSession();
     const cached = this.readCache();
@@ -660,7 +663,7 @@ class App {
       for (const h of hits) {
         ul.append(el("li", {}, el("button.hit", { type: "button", onclick: () => this.openChat(h.chat_id, { jumpTo: h.seq }) },
           el("span.hit-head", {}, el("strong", { text: h.chat_title }), el("time.muted.small", { text: formatShort(h.created_at) })),
-          el("span.hit-text", { text: h.text }))));
+          el("span.hit-text", { text: hitText(h) }))));
       }
       if (!hits.length) ul.append(el("li.muted.pad", { text: t("search.none") }));
       box.append(ul);

@@ -3,7 +3,7 @@
 // reactions, edit, unsend, typing, mentions, and pending/failed messages from the outbox.
 
 import { formatDay, formatTime, t } from "./i18n.js";
-import { MEDIA_KINDS, previewText } from "./media.js";
+import { MEDIA_KINDS, hitText, previewText } from "./media.js";
 import { shownName, systemText } from "./systemline.js";
 import { $, avatar, confirmDialog, dialog, el, errorText, toast } from "./ui.js";
 
@@ -955,7 +955,7 @@ export class ChatView {
         const hits = await this.session.call("message.search", { query: q, chat_id: this.chatId, limit: 50 });
         out.replaceChildren(...hits.map((h) => el("li", {}, el("button.hit", {
           type: "button", onclick: () => { d.close(); this.jumpTo(h.seq); },
-        }, el("span.hit-text", { text: h.text }), el("span.muted.small", { text: formatTime(h.created_at) })))));
+        }, el("span.hit-text", { text: hitText(h) }), el("span.muted.small", { text: formatTime(h.created_at) })))));
         if (!hits.length) out.replaceChildren(el("li.muted", { text: t("search.none") }));
       } catch (err) {
         errBox.textContent = errorText(err);

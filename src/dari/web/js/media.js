@@ -39,6 +39,13 @@ export function previewText(msg) {
   return msg.text || "";
 }
 
+// A search hit in one line: a media hit shows the caption and the file name it may have been found by.
+export function hitText(hit) {
+  if (!MEDIA_KINDS.has(hit.kind)) return hit.text || "";
+  const found = [hit.text, hit.attachment?.name].filter(Boolean).join(" · ");
+  return `${ICONS[hit.kind]} ${found || t(`media.kind_${hit.kind}`)}`;
+}
+
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 function toBase64(blob) {
@@ -337,9 +344,10 @@ export class Media {
   }
 
   // Upload a file and send it to a chat as a photo/video/voice/file message.
-  async sendFile(chatId, file, { caption = "", replyTo = null } = {}) {
-    const job = { id: newClientId(), clientId: newClientId(), chatId, file, caption, replyTo, sent: 0,
-      state: "uploading", error: null, cancelled: false };
+  // `kind` and `durationMs` come from the voice recorder (the server checks the kind against the bytes).
+  async sendFile(chatId, file, { caption = "", replyTo = null, kind = null, durationMs = null } = {}) {
+    const job = { id: newClientId(), clientId: newClientId(), chatId, file, caption, replyTo, kind, durationMs,
+      sent: 0, state: "uploading", error: null, cancelled: false };
     this.jobs.set(job.id, job);
     this.renderTray();
     await this.runJob(job);
@@ -357,6 +365,7 @@ export class Media {
       const msg = await this.session.call("message.send_media", {
         chat_id: job.chatId, client_id: job.clientId, blob_id: job.blob.blob_id, caption: job.caption,
         name: (job.file.name || job.blob.name || "file").slice(0, 255), reply_to: job.replyTo ?? undefined,
+        kind: job.kind ?? undefined, duration_ms: job.durationMs ?? undefined,
       }, { wait: 60000 });
       this.jobs.delete(job.id);
       this.renderTray();
@@ -482,7 +491,7 @@ function fitBox(w, h, maxW, maxH) {
   return [Math.max(40, Math.round(w * s)), Math.max(40, Math.round(h * s))];
 }
 
-function formatDuration(ms) {
+export function formatDuration(ms) {
   const s = Math.round(ms / 1000);
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
