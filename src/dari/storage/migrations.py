@@ -191,6 +191,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (12, "stories", {d: cs.STORIES.format(**w) for d, w in _WORDS.items()}),
     (13, "boards, reports, suspensions and the audit log", {d: cs.BOARDS.format(**w) for d, w in _WORDS.items()}),
     (14, "where reachability reports' region and ASN came from", {d: _REACH_SOURCES for d in _WORDS}),
+    (19, "board creation rights, board creators, sticker names",
+     {d: cs.BOARD_RIGHTS.format(**w) for d, w in _WORDS.items()}),
 ]
 
 
