@@ -119,8 +119,9 @@ async def test_rights_grant_revoke_and_anonymous_reading(server_factory: Any) ->
         assert (await other.call("board.post", post_id=poll["post_id"]))["poll"]["options"][0]["voters"]
 
         # Not public, or not there: 404 either way; bad paging: 400.
-        for path in (f"/api/v1/public/boards/{chat_board['board_id']}/posts", f"/api/v1/public/posts/{secret['post_id']}",
-                     "/api/v1/public/posts/999999", "/api/v1/public/boards/999999/posts"):
+        for path in (f"/api/v1/public/boards/{chat_board['board_id']}/posts",
+                     f"/api/v1/public/posts/{secret['post_id']}", "/api/v1/public/posts/999999",
+                     "/api/v1/public/boards/999999/posts"):
             status, body = await get(srv, path)
             assert status == 404 and body["error"]["code"] == "not_found", path
         for query in ("per_page=1000", "page=0", "page=abc", "in=everything"):
