@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -161,10 +162,15 @@ def test_cli_grant_create_and_demo_free_board(tmp_path: Path, server_factory: An
 
     dari("account", "signup", "boss", "--server", srv.url, "--profile", "boss")
     dari("account", "signup", "newbie", "--server", srv.url, "--profile", "newbie")
-    # The demo's free board: posts and comments in Korean and English, readable by anyone.
-    boards = json.loads(dari("board", "list", "--profile", "newbie", "--json").stdout)
-    free = next(b for b in boards if b["slug"] == "free")
-    assert free["posts"] >= 4
+    # The demo's free board: posts and comments in Korean and English, readable by anyone. (The
+    # demo is seeded after the server listens: wait for it.)
+    for _ in range(100):
+        boards = json.loads(dari("board", "list", "--profile", "newbie", "--json").stdout)
+        free = next((b for b in boards if b["slug"] == "free" and b["posts"] == 4), None)
+        if free is not None:
+            break
+        time.sleep(0.2)
+    assert free is not None, srv.log()
     listing = dari("board", "posts", str(free["board_id"]), "--profile", "newbie").stdout
     assert "김치찌개" in listing and "Welcome to the free board" in listing
     refused = dari("board", "create", "Newbie's board", "--profile", "newbie", ok=False)
