@@ -138,6 +138,9 @@ async def test_rights_grant_revoke_and_anonymous_reading(server_factory: Any) ->
             status, body = await post(srv, method, **params)
             assert status == 401 and body["error"]["code"] == "unauthenticated", method
         assert (await writer.call("board.posts", board_id=board["board_id"]))["total"] == 4
+        status, spec = await get(srv, "/openapi.json")
+        assert {"/api/v1/public/boards", "/api/v1/public/boards/{board_id}/posts",
+                "/api/v1/public/posts/{post_id}"} <= set(spec["paths"])
     finally:
         for c in (op, writer, other):
             await c.close()
