@@ -56,7 +56,7 @@ async def test_default_pack_send_and_recent(make_user: Any) -> None:
     assert default["installed"] and default["is_default"] and default["animated"]
     installed = await alice.call("sticker.installed")
     stickers = installed[0]["stickers"]
-    assert len(stickers) == 9 and any(s["animated"] for s in stickers)
+    assert len(stickers) == 16 and any(s["animated"] for s in stickers) and all(s["name"] for s in stickers)
     chat = await alice.call("chat.create_group", title="s", member_ids=[bob.user["user_id"]])  # type: ignore[index]
     sticker = stickers[1]
     msg = await alice.call("message.send_sticker", chat_id=chat["chat_id"], client_id="s1",

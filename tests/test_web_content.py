@@ -81,7 +81,7 @@ def test_translations_have_the_same_keys_and_cover_the_markup() -> None:
         assert all(isinstance(v, str) and v for v in strings.values()), code
     markup = (WEB / "index.html").read_text()
     used = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([^"]+)"', markup))
-    for name in ("media", "stickers", "stories", "boards", "voice"):
+    for name in ("media", "stickers", "stories", "boards", "voice", "guest_boards"):
         used |= set(re.findall(r'\bt\("([\w.\-]+)"', (WEB / "js" / f"{name}.js").read_text()))
     assert not sorted(used - keys)
 
@@ -148,10 +148,13 @@ async def test_photo_message_thumbnail_viewer_sticker_and_unsend(server: ServerP
     await alice.evaluate("document.querySelectorAll('.toast').forEach(t => t.remove())")
     await alice.wait_for_timeout(200)
     await alice.screenshot(path=str(out / "sticker-picker.png"))
+    await expect(picks).to_have_count(16)
+    await expect(picks.nth(1)).to_have_attribute("title", "🤣 ㅋㅋㅋ (LOL)")   # each sticker says what it shows
     await picks.nth(1).click()
     await expect(panel).to_be_hidden()
     sticker = bob.locator("li.msg .sticker-msg img.sticker-img")
     await expect(sticker).to_have_count(1, timeout=T)
+    await expect(sticker).to_have_attribute("alt", "🤣 ㅋㅋㅋ (LOL)")
     await blob_src(sticker)
     assert await bob.locator("li.msg:has(.sticker-msg) .bubble").count() == 0
     await alice.click("#btn-sticker")

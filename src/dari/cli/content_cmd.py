@@ -77,9 +77,10 @@ async def sticker_list(ctx: Ctx) -> None:
     packs = await ctx.call("sticker.installed" if not ctx.args.all else "sticker.packs")
     rows = []
     for p in packs:
-        ids = " ".join(f"{s['sticker_id']}{s['emoji']}" for s in p.get("stickers") or [])
+        ids = " ".join(f"{s['sticker_id']}{s['emoji']}" + (f"({s['name']})" if s.get("name") else "")
+                       for s in p.get("stickers") or [])
         rows.append([p["pack_id"], p["title"], "installed" if p["installed"] else "", ids])
-    ctx.emit(packs, lambda: ctx.out.print(simple_table(["pack", "title", "", "stickers (id+emoji)"], rows)))
+    ctx.emit(packs, lambda: ctx.out.print(simple_table(["pack", "title", "", "stickers (id+emoji, name)"], rows)))
 
 
 async def sticker_install(ctx: Ctx) -> None:

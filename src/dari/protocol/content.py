@@ -197,6 +197,16 @@ class BoardCreate(P):
     show_ip: bool = False
 
 
+class BoardNew(P):
+    title: PostTitle
+    slug: Annotated[str, Meta(pattern=r"^[a-z0-9-]{2,32}$")] | None = None   # made from the id if absent
+    show_ip: bool = False
+
+
+class BoardGrant(P):
+    handle: Annotated[str, Meta(pattern=r"^[a-z0-9_.]{3,32}$")]
+
+
 class BoardUpdate(P):
     board_id: Id
     title: PostTitle | None = None
@@ -276,6 +286,12 @@ CONTENT_METHODS: list[MethodSpec] = [
     _m("board.vote", Vote, "Vote in a post's poll (an empty list withdraws the vote)."),
     _m("admin.board_create", BoardCreate, "Admin: create a public board."),
     _m("admin.board_update", BoardUpdate, "Admin: rename a public board or show masked IPs."),
+    _m("board.rights", NoParams, "Whether you may create public boards (operators, or granted users).",
+       writes=False),
+    _m("board.create", BoardNew, "Create a public board: operators and users granted the right."),
+    _m("admin.board_grant", BoardGrant, "Admin: let a user create public boards (audited)."),
+    _m("admin.board_revoke", BoardGrant, "Admin: take the right to create public boards away (audited)."),
+    _m("admin.board_creators", NoParams, "Admin: the users who may create public boards.", writes=False),
     _m("report.create", ReportCreate, "Report a post, comment, story or message to the operators."),
     _m("admin.reports", AdminList, "Admin: reports, open ones first.", writes=False),
     _m("admin.hide", AdminHide, "Admin: hide or restore reported content (audited)."),

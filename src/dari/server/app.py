@@ -19,7 +19,7 @@ from aiohttp import web
 from dari import __version__
 from dari.bus import open_bus
 from dari.config import Settings
-from dari.server import link_qr, media_http
+from dari.server import link_qr, media_http, public_http
 from dari.server.control import control_forever
 from dari.server.hub import ConnectionHub
 from dari.server.longpoll import LongPoll
@@ -168,6 +168,7 @@ def create_app(state: ServerState) -> web.Application:
     longpoll = LongPoll(state)
     longpoll.routes(app)
     app.router.add_post("/api/v1/{method}", rest_handler)
+    public_http.setup(app)
     app.router.add_get("/", index)
     app.router.add_get("/admin", admin_page)
     link_qr.setup(app, state.settings.data_dir)

@@ -36,6 +36,7 @@ def build_openapi() -> dict[str, Any]:
         if spec.auth:
             op["security"] = [{"bearer": []}]
         paths[f"/api/v1/{name}"] = {"post": op}
+    paths.update(_public_boards(error))
     return {
         "openapi": "3.1.0",
         "info": {"title": "dari", "version": __version__,
@@ -43,4 +44,30 @@ def build_openapi() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _public_boards(error: dict[str, Any]) -> dict[str, Any]:
+    """The anonymous GET routes of server/public_http.py."""
+    def get(op_id: str, summary: str, params: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
+        return {"get": {
+            "operationId": op_id, "summary": summary, "tags": ["public"],
+            "parameters": [{"name": n, "in": where, "required": where == "path", "schema": schema}
+                           for n, where, schema in params],
+            "responses": {"200": {"description": "the same result as the board method, without user ids"},
+                          "default": {"description": "a structured error (404 for boards that are not public)",
+                                      "content": {"application/json": {"schema": error}}}}}}
+
+    integer = {"type": "integer", "minimum": 1}
+    return {
+        "/api/v1/public/boards": get("public_boards", "The public boards, for anyone.", []),
+        "/api/v1/public/boards/{board_id}/posts": get(
+            "public_board_posts", "A public board's posts, paged and searchable, for anyone.",
+            [("board_id", "path", integer), ("page", "query", integer),
+             ("per_page", "query", {"type": "integer", "minimum": 1, "maximum": 100}),
+             ("q", "query", {"type": "string", "maxLength": 100}),
+             ("in", "query", {"enum": ["title", "body", "title_body", "author"]})]),
+        "/api/v1/public/posts/{post_id}": get(
+            "public_board_post", "A public board's post with its comments, for anyone; counts a view.",
+            [("post_id", "path", integer)]),
     }

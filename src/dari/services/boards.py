@@ -110,8 +110,10 @@ def _author(tx: Tx, board: Board, author_id: int, ip: str, viewer: int | None) -
     if board.kind == "chat" and board.chat_id is not None:
         return {"user_id": author_id, "name": timeline.display_name(tx, board.chat_id, author_id), "mine": mine}
     row = tx.one("SELECT handle, display_name FROM users WHERE id = ?", (author_id,))
-    return {"user_id": author_id, "name": row[1] if row else "(deleted)", "handle": row[0] if row else "",
-            "mine": mine}
+    out = {"name": row[1] if row else "(deleted)", "handle": row[0] if row else "", "mine": mine}
+    if viewer is not None:   # a visitor without an account sees what the page shows: names, not ids
+        out["user_id"] = author_id
+    return out
 
 
 def _like(query: str) -> str:
@@ -135,11 +137,12 @@ def _poll(tx: Tx, post_id: int, viewer: int | None, now: int) -> dict[str, Any] 
     options = _dec_list.decode(row[1])
     votes = tx.all("SELECT option_idx, user_id FROM board_votes WHERE post_id = ? ORDER BY option_idx, user_id",
                    (post_id,))
-    out = [{"text": t, "votes": 0, **({} if row[3] else {"voters": []})} for t in options]
+    named = not row[3] and viewer is not None   # visitors without an account see counts only
+    out = [{"text": t, "votes": 0, **({"voters": []} if named else {})} for t in options]
     for idx, uid in votes:
         if 0 <= idx < len(out):
             out[idx]["votes"] += 1
-            if not row[3]:
+            if named:
                 out[idx]["voters"].append(int(uid))
     return {"question": row[0], "options": out, "multiple": bool(row[2]), "anonymous": bool(row[3]),
             "deadline": row[4], "closed": row[4] is not None and row[4] < now,
@@ -180,7 +183,7 @@ class Boards:
 
     async def public(self, caller: Caller | None, p: m.NoParams) -> list[Board]:
         return await self.core.db.read(lambda tx: [_board_row(tx, int(r[0])) for r in tx.all(
-            "SELECT id FROM boards WHERE kind = 'public' ORDER BY id")])
+            "SELECT id FROM boards WHERE kind = 'public' ORDER BY id LIMIT 500")])
 
     async def posts(self, caller: Caller | None, p: c.BoardPosts) -> dict[str, Any]:
         uid = caller.user_id if caller else None
@@ -375,21 +378,6 @@ class Boards:
             result = _poll(tx, p.post_id, caller.user_id, now)
             assert result is not None
             return result
-
-        return await self.core.db.write(fn)
-
-    async def admin_create(self, caller: Caller, p: c.BoardCreate) -> Board:
-        await require_admin(self.core, caller)
-        now = now_ms()
-
-        def fn(tx: Tx) -> Board:
-            if tx.scalar("SELECT 1 FROM boards WHERE slug = ?", (p.slug,)):
-                raise DariError(ErrorCode.CONFLICT, f"a board {p.slug!r} exists")
-            bid = int(tx.scalar("INSERT INTO boards (kind, slug, title, show_ip, created_at)"
-                                " VALUES ('public', ?, ?, ?, ?) RETURNING id", (p.slug, p.title, int(p.show_ip), now)))
-            tx.execute("INSERT INTO audit_log (actor_id, action, target, target_id, reason, created_at)"
-                       " VALUES (?, 'board_create', 'board', ?, ?, ?)", (caller.user_id, str(bid), p.slug, now))
-            return _board_row(tx, bid)
 
         return await self.core.db.write(fn)
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dari.protocol.errors import DariError
+from dari.services.board_rights import BoardRights
 from dari.services.boards import Boards
 from dari.services.core import Core
 from dari.services.media import Media
@@ -28,6 +29,7 @@ class ContentServices:
         self.stickers = Stickers(core, self.media)
         self.stories = Stories(core)
         self.boards = Boards(core)
+        self.board_rights = BoardRights(core)
         self.moderation = Moderation(core)
 
     async def start(self) -> None:
@@ -56,7 +58,10 @@ class ContentServices:
             "board.get": b.get, "board.public": b.public, "board.posts": b.posts, "board.post": b.post,
             "board.post_create": b.post_create, "board.post_edit": b.post_edit, "board.post_delete": b.post_delete,
             "board.pin": b.pin, "board.comment": b.comment, "board.comment_delete": b.comment_delete,
-            "board.vote": b.vote, "admin.board_create": b.admin_create, "admin.board_update": b.admin_update,
+            "board.vote": b.vote, "admin.board_update": b.admin_update,
+            "admin.board_create": self.board_rights.admin_create, "board.rights": self.board_rights.rights,
+            "board.create": self.board_rights.create, "admin.board_grant": self.board_rights.grant,
+            "admin.board_revoke": self.board_rights.revoke, "admin.board_creators": self.board_rights.creators,
             "report.create": mo.report, "admin.reports": mo.reports, "admin.hide": mo.hide,
             "admin.suspend": mo.suspend, "admin.audit": mo.audit,
         }

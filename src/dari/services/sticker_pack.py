@@ -3,7 +3,7 @@
 A pack is `manifest.json` plus images:
 
     {"slug": "dari-bridge", "title": "Dari", "author": "dari project",
-     "stickers": [{"file": "happy.png", "emoji": "😊"}, ...]}
+     "stickers": [{"file": "happy.png", "emoji": "😊", "name": "Happy"}, ...]}
 
 Archives come from operators, but an archive is still hostile input: entry count, per-file size,
 total uncompressed size and compression ratio are capped before and while reading (a header may
@@ -49,6 +49,7 @@ class Sticker:
     width: int
     height: int
     animated: bool
+    name: str = ""         # what it shows ("Thumbs up"): alt text and the CLI's description
 
 
 @dataclass
@@ -177,12 +178,18 @@ def validate(files: dict[str, bytes]) -> Pack:
         if not isinstance(emoji, str) or len(emoji) > 16:
             problems.append(f"{name}: emoji is at most 16 characters")
             emoji = ""
+        label = entry.get("name", "")
+        if not isinstance(label, str) or len(label) > 40:
+            problems.append(f"{name}: name is at most 40 characters")
+            label = ""
         data = files.get(name)
         if data is None:
             problems.append(f"{name}: listed in the manifest but not in the pack")
             continue
         try:
-            pack.stickers.append(_check_image(name, data, emoji))
+            sticker = _check_image(name, data, emoji)
+            sticker.name = label.strip()
+            pack.stickers.append(sticker)
         except DariError as exc:
             problems.append(exc.message)
     if problems:

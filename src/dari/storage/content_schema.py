@@ -1,4 +1,4 @@
-"""Schema of media, stickers, stories, boards and moderation (migrations 10-13).
+"""Schema of media, stickers, stories, boards and moderation (migrations 10-13, 19).
 
 Written once with the same dialect words as migrations.py ({pk}, {big}); portable SQL only.
 """
@@ -189,4 +189,16 @@ CREATE TABLE audit_log (
   reason TEXT NOT NULL DEFAULT '',
   created_at {big} NOT NULL
 )
+"""
+
+# Who may create public boards besides the operators, who made each board, and a name for every
+# sticker so clients and the CLI can describe it (alt text beside the emoji).
+BOARD_RIGHTS = """
+CREATE TABLE board_creators (
+  user_id {big} PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+  granted_by {big} REFERENCES users (id) ON DELETE SET NULL,
+  granted_at {big} NOT NULL
+);
+ALTER TABLE boards ADD COLUMN created_by {big} REFERENCES users (id) ON DELETE SET NULL;
+ALTER TABLE stickers ADD COLUMN name TEXT NOT NULL DEFAULT ''
 """

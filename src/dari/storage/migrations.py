@@ -240,6 +240,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
      {d: _INVITES.format(**w) + (_INVITES_PG if d == "postgresql" else "") for d, w in _WORDS.items()}),
     (17, "what kind of device each device is (browser, cli, ...)", {d: _DEVICE_KINDS for d in _WORDS}),
     (18, "search photo captions and file names", _SEARCH_MEDIA),
+    (19, "board creation rights, board creators, sticker names",
+     {d: cs.BOARD_RIGHTS.format(**w) for d, w in _WORDS.items()}),
 ]
 
 

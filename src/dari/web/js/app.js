@@ -4,6 +4,7 @@ import { Boards } from "./boards.js";
 import { ChatView } from "./chat.js";
 import { Devices, phoneRegion } from "./devices.js";
 import { Invites } from "./invites.js";
+import { GuestBoards, parseLink } from "./guest_boards.js";
 import { LANGUAGES, apply, detectLanguage, formatShort, language, setLanguage, t } from "./i18n.js";
 import { Media, hitText, previewText } from "./media.js";
 import { LINK_PREFIX } from "./relays.js";
@@ -46,6 +47,7 @@ class App {
     this.devices = new Devices(this);
     this.invites = new Invites(this);
     this.invites.bind();
+    this.guest = new GuestBoards(this);
     this.media.bindComposer();
     this.voice = new VoiceRecorder(this);
     this.voice.bind();
@@ -60,7 +62,8 @@ class App {
       this.showApp();
       this.applyCache(cached);
     } else if (!this.session.token) {
-      this.showAuth();
+      if (this.guest.wants()) this.guest.show(); // a link to a public board: readable without an account
+      else this.showAuth();
     }
     await this.session.start();
     this.fetchServerInfo();
@@ -150,6 +153,7 @@ class App {
     document.body.dataset.screen = "auth";
     $("#boot").hidden = true;
     $("#app").hidden = true;
+    $("#guest").hidden = true;
     $("#auth").hidden = false;
     const dev = this.defaultDeviceName();
     for (const f of $$("#auth form")) if (!f.device_name.value) f.device_name.value = dev;
@@ -161,6 +165,7 @@ class App {
     document.body.dataset.screen = "app";
     $("#boot").hidden = true;
     $("#auth").hidden = true;
+    $("#guest").hidden = true;
     $("#app").hidden = false;
     this.setTab(this.tab);
     this.renderMe();
@@ -438,7 +443,7 @@ class App {
         break;
       case "typing": this.chat.onTyping(p); break;
       case "story.liked": case "story.commented": this.stories.onEvent(name, p); break;
-      case "board.post": case "board.commented": this.boards.onEvent(name, p); break;
+      case "board.post": case "board.commented": case "board.rights": this.boards.onEvent(name, p); break;
       case "presence": {
         const prev = this.presence.get(p.user_id) || {};
         this.presence.set(p.user_id, { ...prev, ...p, last_seen_at: p.online ? prev.last_seen_at : Date.now() });
@@ -614,6 +619,16 @@ class App {
 
   routeFromHash() {
     if (this.invites.route(location.hash)) return;
+    const link = parseLink(location.hash);
+    if (document.body.dataset.screen !== "app") {
+      if (link && !this.session.token) this.guest.show();
+      return;
+    }
+    if (link) {
+      this.boards.openLink(link.boardId, link.postId);
+      history.replaceState(null, "", location.pathname);
+      return;
+    }
     const m = /^#chat=(\d+)(?:&seq=(\d+))?$/.exec(location.hash);
     if (m) {
       const id = Number(m[1]);

@@ -1,6 +1,8 @@
 // Boards: a group chat's board (opened from the chat info panel: notices pinned on top, posts,
 // comments, polls with voting and results) and the public boards, listed like 82cook's free board
-// (number, title [comments], author or masked IP, date, views; numbered pages; search).
+// (number, title [comments], author or masked IP, date, views; numbered pages; search). A BoardView
+// in guest mode (guest_boards.js) shows a public board to a visitor without an account: reading
+// only, with "log in to comment" where the forms would be.
 
 import { formatShort, t } from "./i18n.js";
 import { $, dialog, el, errorText, setBusy, toast } from "./ui.js";
@@ -22,11 +24,15 @@ function dateLabel(ms) {
   return `${d.getFullYear()}.${String(d.getMonth() + 1).padStart(2, "0")}.${String(d.getDate()).padStart(2, "0")}`;
 }
 
-// One board shown in a host element: the list, a post, or the write form.
-class BoardView {
-  constructor(app, host, board) {
+// One board shown in a host element: the list, a post, or the write form. A guest view reads
+// through `api` (the anonymous GET routes) and calls `onLogin` where a logged-in one would write.
+export class BoardView {
+  constructor(app, host, board, { api = null, onLogin = null, onNavigate = null } = {}) {
     this.app = app;
-    this.session = app.session;
+    this.session = api || app.session;
+    this.guest = !!api;
+    this.onLogin = onLogin;
+    this.onNavigate = onNavigate;
     this.host = host;
     this.board = board;
     this.page = 1;
@@ -35,9 +41,14 @@ class BoardView {
     this.postId = null;
   }
 
+  loginButton(key) {
+    return el("button.primary.small.login-to-write", { type: "button", text: t(key), onclick: () => this.onLogin?.() });
+  }
+
   async list(page = this.page) {
     this.page = page;
     this.postId = null;
+    this.onNavigate?.(this.board.board_id, null);
     try {
       const res = await this.session.call("board.posts", { board_id: this.board.board_id, page, per_page: PER_PAGE,
         query: this.query, search_in: this.searchIn });
@@ -101,7 +112,8 @@ class BoardView {
     });
     const head = el("div.board-head", {},
       el("span.muted.small", { text: t("boards.total", { n: res.total }) }),
-      el("button.primary.small", { type: "button", text: t("boards.write"), onclick: () => this.write() }));
+      this.guest ? this.loginButton("boards.login_to_write")
+        : el("button.primary.small", { type: "button", text: t("boards.write"), onclick: () => this.write() }));
     this.host.replaceChildren(...[head, table, empty, pager, search].filter(Boolean));
   }
 
@@ -114,6 +126,7 @@ class BoardView {
       toast(errorText(err), { kind: "error" });
       return;
     }
+    this.onNavigate?.(this.board.board_id, postId);
     this.renderPost();
   }
 
@@ -128,7 +141,8 @@ class BoardView {
           ` · ${formatShort(p.created_at)} · ${t("boards.views_n", { n: p.views })}`,
           p.edited_at ? ` · ${t("message.edited")}` : "")),
       p.body ? el("div.post-body", { text: p.body }) : null,
-      p.media.length ? el("div.story-grid.n" + Math.min(p.media.length, 4), {}, p.media.map((m) =>
+      p.media.length && this.guest ? el("p.muted.small.guest-media", { text: t("boards.login_for_photos", { n: p.media.length }) }) : null,
+      p.media.length && !this.guest ? el("div.story-grid.n" + Math.min(p.media.length, 4), {}, p.media.map((m) =>
         el("button.story-photo", { type: "button", "aria-label": t("media.open_photo"), onclick: () => this.app.media.openViewer(m, p.title) },
           this.app.media.img(m.blob_id, { thumb: !!m.thumbnail_id, alt: "" })))) : null,
       p.poll ? this.renderPoll(p) : null);
@@ -142,7 +156,7 @@ class BoardView {
       mine ? el("button.secondary.small.post-edit", { type: "button", text: t("boards.edit"), onclick: () => this.write(p) }) : null,
       mine || this.mayDelete() ? el("button.danger.small.post-delete", { type: "button", text: t("stories.delete"),
         onclick: () => this.confirmDelete(actions, postId) }) : null,
-      mine ? null : el("button.link.small", { type: "button", text: t("boards.report"), onclick: () => this.report("board_post", postId) }));
+      mine || this.guest ? null : el("button.link.small", { type: "button", text: t("boards.report"), onclick: () => this.report("board_post", postId) }));
     const comments = el("section.post-comments", { "aria-label": t("boards.comments_aria", { n: p.comments.length }) },
       el("h4.small-head", { text: t("boards.comments_aria", { n: p.comments.length }) }),
       el("ul.plain-list.comments", {}, p.comments.map((c) => el("li.comment", {},
@@ -154,7 +168,14 @@ class BoardView {
               await this.session.call("board.comment_delete", { comment_id: c.comment_id });
               p.comments = p.comments.filter((x) => x.comment_id !== c.comment_id);
               this.renderPost();
-            }) }) : el("button.link.small", { type: "button", text: t("boards.report"), onclick: () => this.report("board_comment", c.comment_id) })))))));
+            }) }) : this.guest ? null : el("button.link.small", { type: "button", text: t("boards.report"), onclick: () => this.report("board_comment", c.comment_id) })))))));
+    if (this.guest) {
+      // Reading is open to all; writing is not: the comment box asks the visitor to log in.
+      const ask = el("div.comment-login", {}, el("span.muted", { text: t("boards.login_to_comment_note") }),
+        this.loginButton("boards.login_to_comment"));
+      this.host.replaceChildren(actions, article, comments, ask);
+      return;
+    }
     const form = el("form.comment-form.row-form", { novalidate: true },
       el("input", { name: "body", maxlength: "2000", required: true, autocomplete: "off", placeholder: t("stories.comment_placeholder"), "aria-label": t("stories.comment_placeholder") }),
       el("button.secondary.small", { type: "submit", text: t("stories.comment") }));
@@ -216,7 +237,9 @@ class BoardView {
         el("span.poll-track", {}, bar),
         el("span.poll-count", { text: t("boards.poll_votes", { n: o.votes, pct }) })));
     });
-    if (!poll.closed) {
+    if (this.guest) {
+      for (const input of form.querySelectorAll("input")) input.disabled = true;
+    } else if (!poll.closed) {
       form.append(el("button.primary.small", { type: "submit", text: t(voted ? "boards.change_vote" : "boards.vote") }));
     }
     form.addEventListener("submit", this.guard(async (ev) => {
@@ -324,11 +347,69 @@ export class Boards {
     this.publicView = null;
     this.chatView = null;
     this.publicBoards = [];
+    this.link = null; // {boardId, postId} from a #/board/ID/post/ID link, opened by showPublic
     $("#board-select").addEventListener("change", (ev) => this.openPublic(Number(ev.target.value)));
+    $("#btn-board-new").addEventListener("click", () => this.newBoard());
+  }
+
+  // A link to a public board or post (#/board/ID or #/board/ID/post/ID), for a logged-in reader.
+  openLink(boardId, postId) {
+    this.link = { boardId, postId };
+    this.app.setTab("boards");
+  }
+
+  setCanCreate(can) {
+    $("#btn-board-new").hidden = !can;
+  }
+
+  async refreshRights() {
+    try {
+      this.setCanCreate((await this.session.call("board.rights")).can_create);
+    } catch { /* the button stays as it was; the server checks on create anyway */ }
+  }
+
+  newBoard() {
+    const d = dialog("tpl-board-new");
+    const form = $("form", d.node);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const errBox = $(".form-error", form);
+      errBox.textContent = "";
+      const title = form.title.value.trim();
+      const slug = form.slug.value.trim().toLowerCase();
+      if (!title) {
+        errBox.textContent = t("boards.title_required");
+        form.title.focus();
+        return;
+      }
+      if (slug && !/^[a-z0-9-]{2,32}$/.test(slug)) {
+        errBox.textContent = t("boards.slug_invalid");
+        form.slug.focus();
+        return;
+      }
+      const btn = form.querySelector("button[type=submit]");
+      setBusy(btn, true);
+      try {
+        const params = { title, show_ip: form.show_ip.checked };
+        if (slug) params.slug = slug;
+        const board = await this.session.call("board.create", params);
+        d.close();
+        toast(t("boards.created", { title: board.title }));
+        this.link = { boardId: board.board_id, postId: null };
+        await this.showPublic();
+      } catch (err) {
+        errBox.textContent = err.details?.reason === "no_board_right" ? t("boards.no_right")
+          : err.code === "conflict" ? t("boards.slug_taken") : errorText(err);
+        if (err.details?.reason === "no_board_right") this.setCanCreate(false);
+      } finally {
+        setBusy(btn, false);
+      }
+    });
   }
 
   async showPublic() {
     const host = $("#public-board");
+    this.refreshRights();
     try {
       this.publicBoards = await this.session.call("board.public");
     } catch (err) {
@@ -342,20 +423,29 @@ export class Boards {
       host.replaceChildren(el("p.empty-note", { text: t("boards.none_public") }));
       return;
     }
+    const link = this.link;
+    this.link = null;
+    const linked = link && this.publicBoards.find((b) => b.board_id === link.boardId);
+    if (linked) {
+      sel.value = String(linked.board_id);
+      this.openPublic(linked.board_id, link.postId);
+      return;
+    }
     const current = this.publicView && this.publicBoards.find((b) => b.board_id === this.publicView.board.board_id);
     sel.value = String((current || this.publicBoards[0]).board_id);
     if (current && this.publicView.postId) return; // keep the open post
     this.openPublic((current || this.publicBoards[0]).board_id);
   }
 
-  openPublic(boardId) {
+  openPublic(boardId, postId = null) {
     const board = this.publicBoards.find((b) => b.board_id === boardId);
     if (!board) return;
     if (!this.publicView || this.publicView.board.board_id !== boardId) {
       this.publicView = new BoardView(this.app, $("#public-board"), board);
     }
     $("#boards-title").textContent = board.title;
-    this.publicView.list(1);
+    if (postId) this.publicView.openPost(postId);
+    else this.publicView.list(1);
   }
 
   async openChatBoard(chatId, title) {
@@ -374,7 +464,9 @@ export class Boards {
   }
 
   onEvent(name, p) {
-    if (name === "board.post") {
+    if (name === "board.rights") {
+      this.setCanCreate(p.can_create);
+    } else if (name === "board.post") {
       const v = this.chatView;
       if (v && v.board.board_id === p.board_id && v.postId === null) v.list();
       if (p.author_id !== this.session.user?.user_id) {

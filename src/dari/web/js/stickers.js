@@ -88,9 +88,11 @@ export class Stickers {
       if (!list.length) body.append(el("p.muted.small.pad", { text: t(this.tab === "recent" ? "stickers.no_recent" : "stickers.empty") }));
       const grid = el("div.sticker-grid", { role: "listbox", "aria-label": t("stickers.title") });
       for (const s of list) {
-        grid.append(el("button.sticker-pick", { type: "button", role: "option", title: s.emoji || "",
-          "aria-label": `${t("stickers.send")} ${s.emoji || ""}`.trim(), dataset: { stickerId: s.sticker_id },
-          onclick: () => this.send(s) }, media.img(s.blob_id, { alt: s.emoji || "" })));
+        // The pack's name for a sticker ("Thumbs up") says what it shows; the emoji is the fallback.
+        const label = [s.emoji, s.name].filter(Boolean).join(" ");
+        grid.append(el("button.sticker-pick", { type: "button", role: "option", title: label,
+          "aria-label": `${t("stickers.send")} ${label}`.trim(), dataset: { stickerId: s.sticker_id },
+          onclick: () => this.send(s) }, media.img(s.blob_id, { alt: label })));
       }
       body.append(grid);
     }
@@ -145,7 +147,7 @@ export class Stickers {
     const a = msg.attachment || {};
     const size = 150;
     const s = Math.min(1, size / Math.max(a.width || size, a.height || size));
-    return this.app.media.img(a.blob_id, { alt: a.emoji || t("media.sticker"), cls: "sticker-img",
+    return this.app.media.img(a.blob_id, { alt: [a.emoji, a.name].filter(Boolean).join(" ") || t("media.sticker"), cls: "sticker-img",
       width: Math.round((a.width || size) * s), height: Math.round((a.height || size) * s) });
   }
 }
