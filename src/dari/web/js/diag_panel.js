@@ -1,0 +1,98 @@
+// The connection diagnosis in the page (#conn-diag): what is wrong (offline, the server in trouble,
+// WebSocket blocked, the direct route blocked, nothing reachable), why (the class diagnose.js gave,
+// explained), and what the page is doing about it (the route in use, the next retry), with the
+// per-route findings under "Details". Shown while the session is not on its preferred route.
+
+import { Diagnoser } from "./diagnose.js";
+import { t } from "./i18n.js";
+import { $, el } from "./ui.js";
+
+const EXPLAINED = new Set(["tcp-reset", "ip-blackhole", "http-filter", "dpi-reset", "server-down"]);
+
+// Which situation a diagnosis describes: the key of its headline and the class that explains it.
+export function situation(d) {
+  if (!d) return null;
+  if (d.verdict === "offline") return { key: "diag.offline", cls: null };
+  if (d.verdict === "server-down") return { key: "diag.server_down", cls: "server-down" };
+  const works = new Set(d.working_routes);
+  const ws = d.routes.find((r) => r.route === "websocket");
+  if (works.has("websocket")) return { key: "diag.ok", cls: null };
+  if (works.has("long-poll")) return { key: "diag.ws_blocked", cls: ws?.cls ?? d.verdict };
+  if (works.size) return { key: "diag.direct_blocked", cls: ws?.cls ?? d.verdict };
+  return { key: "diag.unreachable", cls: d.verdict };
+}
+
+function routeName(route) {
+  if (route === "websocket" || route === "long-poll") return t(`conn.route_${route}`);
+  return t("conn.route_relay", { id: route.replace(/^relay-ws:/, "") });
+}
+
+export class DiagPanel {
+  constructor(session, root = $("#conn-diag")) {
+    this.session = session;
+    this.root = root;
+    this.diagnoser = new Diagnoser(session);
+    this._ticker = null;
+    this.head = el("p.diag-head", { role: "status" }); // the countdown below is not announced
+    this.why = el("p.diag-why");
+    this.doing = el("p.diag-doing");
+    this.list = el("ul.diag-routes");
+    this.summary = el("summary");
+    this.again = el("button.diag-again", { type: "button", onclick: () => this.diagnoser.run() });
+    root.replaceChildren(this.head, this.why, this.doing, el("details.diag-more", {}, this.summary, this.list),
+      this.again);
+    this.diagnoser.addEventListener("change", () => this.render());
+    session.addEventListener("state", () => this.render());
+  }
+
+  // Hidden when the session is on its preferred route and nothing is left to explain.
+  _visible() {
+    const s = this.session;
+    if (s.state === "logged-out") return false;
+    if (s.state === "connected" && s.route === "websocket") return false;
+    return s.state !== "connected" || !!this.diagnoser.current;
+  }
+
+  render() {
+    const show = this._visible();
+    this.root.hidden = !show;
+    if (!show) {
+      clearInterval(this._ticker);
+      this._ticker = null;
+      return;
+    }
+    // The countdown and the language follow without another event.
+    if (!this._ticker) this._ticker = setInterval(() => this.render(), 1000);
+    const d = this.diagnoser.current;
+    const sit = situation(d);
+    const checking = this.diagnoser.running && (!sit || sit.key === "diag.ok");
+    this.root.dataset.verdict = d ? d.verdict : "";
+    this.root.dataset.running = String(this.diagnoser.running);
+    this.head.textContent = checking || !sit ? t("diag.checking") : t(sit.key, { status: this._status(d) });
+    this.why.hidden = !sit?.cls;
+    if (sit?.cls) {
+      const why = EXPLAINED.has(sit.cls) ? t(`diag.cls.${sit.cls}`) : sit.cls;
+      this.why.textContent = t("diag.why", { why, cls: sit.cls });
+    }
+    this.doing.textContent = this._doing();
+    this.summary.textContent = t("diag.details");
+    this.again.textContent = t("diag.again");
+    this.again.disabled = this.diagnoser.running;
+    this.list.replaceChildren(...(d?.routes || []).map((r) => el("li", { dataset: { route: r.route, ok: String(r.ok) } },
+      r.ok ? t("diag.route_ok", { route: routeName(r.route) })
+        : t("diag.route_fail", { route: routeName(r.route), cls: r.cls, stage: r.stages.find((x) => !x.ok)?.name ?? "" }))));
+  }
+
+  _status(d) {
+    const http = d?.routes.flatMap((r) => r.stages).find((s) => s.name === "http" && s.evidence.status);
+    return http ? `HTTP ${http.evidence.status}` : t("diag.server_error");
+  }
+
+  _doing() {
+    const s = this.session;
+    if (s.state === "offline") return t("diag.doing_wait_network");
+    if (s.state === "connected") return t("diag.doing_route", { route: t(`conn.route_${s.route}`, { id: s.relayId ?? "" }) });
+    const left = Math.ceil((s.nextRetryAt - Date.now()) / 1000);
+    return left > 0 ? t("diag.doing_retry", { n: left }) : t("diag.doing_retry_now");
+  }
+}
