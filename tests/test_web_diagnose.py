@@ -5,6 +5,7 @@ through Playwright; routes are blocked with Playwright's routing, the server is 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import time
@@ -37,7 +38,8 @@ async def reach_table(srv: ServerProcess) -> dict[str, Any]:
         await ops.close()
 
 
-async def wait_reach(srv: ServerProcess, check: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+async def wait_reach(srv: ServerProcess, check: Callable[[dict[str, Any]], bool],
+                     timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     table: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -165,7 +167,8 @@ async def test_offline_reopen_shows_the_cached_shell_and_chats(server: ServerPro
       const cache = await caches.open(keys.find((k) => k.startsWith('dari-shell-')));
       return (await cache.keys()).map((r) => new URL(r.url).pathname);
     }""")
-    assert {"/", "/static/js/app.js", "/static/js/diagnose.js", "/static/app.css", "/static/i18n/en.json"} <= set(cached)
+    shell = {"/", "/static/js/app.js", "/static/js/diagnose.js", "/static/app.css", "/static/i18n/en.json"}
+    assert shell <= set(cached), cached
     assert not [p for p in cached if p.startswith(("/api/", "/ws", "/lp/", "/media"))], cached
     await page.wait_for_function("(JSON.parse(localStorage.getItem('dari.cache') || '{}').chats || []).length > 0",
                                  timeout=T)
@@ -237,3 +240,19 @@ async def test_service_worker_and_manifest_are_served_for_the_root_scope(server:
         for icon in manifest["icons"]:
             async with http.get(f"{server.url}{icon['src']}") as resp:
                 assert resp.status == 200 and resp.content_type == icon["type"], icon
+
+
+def test_every_diagnosis_string_is_translated() -> None:
+    web = Path(__file__).resolve().parent.parent / "src" / "dari" / "web"
+    panel_js = (web / "js" / "diag_panel.js").read_text()
+    used = set(re.findall(r'\bt\("([\w.\-]+)"', panel_js)) | set(re.findall(r'key: "(diag\.[\w.\-]+)"', panel_js))
+    explained = re.search(r"const EXPLAINED = new Set\((\[.*?\])\)", panel_js)
+    assert explained is not None
+    used |= {f"diag.cls.{c}" for c in re.findall(r'"([a-z-]+)"', explained.group(1))}
+    assert len(used) >= 20, used
+    for code in ("en", "ko", "ja", "zh-CN"):
+        strings = json.loads((web / "i18n" / f"{code}.json").read_text())
+        assert not sorted(used - set(strings)), code
+        if code != "en":   # translated, not copied
+            en = json.loads((web / "i18n" / "en.json").read_text())
+            assert all(strings[k] != en[k] for k in used), code

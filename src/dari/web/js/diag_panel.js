@@ -7,6 +7,7 @@ import { Diagnoser } from "./diagnose.js";
 import { t } from "./i18n.js";
 import { $, el } from "./ui.js";
 
+const SETTLE_MS = 2000; // a drop that is over within this is not worth a panel
 const EXPLAINED = new Set(["tcp-reset", "ip-blackhole", "http-filter", "dpi-reset", "server-down"]);
 
 // Which situation a diagnosis describes: the key of its headline and the class that explains it.
@@ -33,6 +34,7 @@ export class DiagPanel {
     this.root = root;
     this.diagnoser = new Diagnoser(session);
     this._ticker = null;
+    this._downSince = null;
     this.head = el("p.diag-head", { role: "status" }); // the countdown below is not announced
     this.why = el("p.diag-why");
     this.doing = el("p.diag-doing");
@@ -49,8 +51,17 @@ export class DiagPanel {
   _visible() {
     const s = this.session;
     if (s.state === "logged-out") return false;
-    if (s.state === "connected" && s.route === "websocket") return false;
-    return s.state !== "connected" || !!this.diagnoser.current;
+    if (s.state === "connected") {
+      this._downSince = null;
+      return s.route !== "websocket" && !!this.diagnoser.current;
+    }
+    if (this.diagnoser.current) return true;
+    this._downSince ??= Date.now();
+    const left = this._downSince + SETTLE_MS - Date.now();
+    if (left <= 0) return true;
+    clearTimeout(this._reveal);
+    this._reveal = setTimeout(() => this.render(), left + 50);
+    return false;
   }
 
   render() {
@@ -65,12 +76,14 @@ export class DiagPanel {
     if (!this._ticker) this._ticker = setInterval(() => this.render(), 1000);
     const d = this.diagnoser.current;
     const sit = situation(d);
-    const checking = this.diagnoser.running && (!sit || sit.key === "diag.ok");
+    // "Nothing works" while connected is stale (a new diagnosis is coming): say it is checking.
+    const stale = this.session.state === "connected" && sit?.key === "diag.unreachable";
+    const checking = stale || (this.diagnoser.running && (!sit || sit.key === "diag.ok"));
     this.root.dataset.verdict = d ? d.verdict : "";
     this.root.dataset.running = String(this.diagnoser.running);
     this.head.textContent = checking || !sit ? t("diag.checking") : t(sit.key, { status: this._status(d) });
-    this.why.hidden = !sit?.cls;
-    if (sit?.cls) {
+    this.why.hidden = checking || !sit?.cls;
+    if (!this.why.hidden) {
       const why = EXPLAINED.has(sit.cls) ? t(`diag.cls.${sit.cls}`) : sit.cls;
       this.why.textContent = t("diag.why", { why, cls: sit.cls });
     }

@@ -230,6 +230,7 @@ export class Diagnoser extends EventTarget {
     this._timer = null;
     this._backoff = BACKOFF_MIN_MS;
     this._notBefore = 0;
+    this._lastEnd = 0;
     this._explainedRoute = null; // the fallback route the current diagnosis explains
     this._troubled = false;
     session.addEventListener("state", () => this._onState());
@@ -263,13 +264,16 @@ export class Diagnoser extends EventTarget {
         this._explainedRoute = null;
         if (this.current) { this.current = null; this._emit(); }
       } else if (this._explainedRoute !== this._routeLabel()) {
-        this._schedule(0); // explain once why this fallback is in use
+        // Explain once why this fallback is in use: soon, whatever the back-off has grown to while
+        // nothing worked (what the page showed then is stale now), but never more than every 10 s.
+        this._schedule(0, this._lastEnd + BACKOFF_MIN_MS);
       } else {
         this._emit();
       }
       return;
     }
     this._troubled = true;
+    if (this.current?.verdict === "offline") this.current = null; // back online: find out afresh
     this._schedule(SETTLE_MS);
     this._emit(); // the panel's "doing" line follows the session
   }
@@ -279,9 +283,9 @@ export class Diagnoser extends EventTarget {
     return s.route === "relay" ? `relay-ws:${s.relayId}` : s.route;
   }
 
-  _schedule(delay) {
+  _schedule(delay, notBefore = this._notBefore) {
     if (this._timer || this.running) return;
-    const wait = Math.max(delay, this._notBefore - Date.now());
+    const wait = Math.max(delay, notBefore - Date.now());
     this._timer = setTimeout(() => { this._timer = null; this.run(); }, wait);
   }
 
@@ -298,7 +302,8 @@ export class Diagnoser extends EventTarget {
       return this.current;
     } finally {
       this.running = false;
-      this._notBefore = Date.now() + this._backoff;
+      this._lastEnd = Date.now();
+      this._notBefore = this._lastEnd + this._backoff;
       this._backoff = Math.min(this._backoff * 2, BACKOFF_MAX_MS);
     }
     const s = this.session;
