@@ -89,6 +89,12 @@ async def test_websocket_blocked_is_explained_and_reported_over_long_poll(
     assert verdict in table["websocket"]["classes"], table
     assert table["long-poll"]["ok"] >= 1, table
 
+    # Dismissed, it stays away while nothing changes (the countdown keeps re-rendering it).
+    await box.locator(".diag-close").click()
+    await expect(box).to_be_hidden()
+    await page.wait_for_timeout(1500)
+    await expect(box).to_be_hidden()
+
     # Unblocked: the session goes back to the WebSocket and the panel goes away.
     blocked = False
     await page.evaluate("localStorage.setItem('dari.upgrade_ms', '1500')")

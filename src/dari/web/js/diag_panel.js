@@ -41,16 +41,31 @@ export class DiagPanel {
     this.list = el("ul.diag-routes");
     this.summary = el("summary");
     this.again = el("button.diag-again", { type: "button", onclick: () => this.diagnoser.run() });
-    root.replaceChildren(this.head, this.why, this.doing, el("details.diag-more", {}, this.summary, this.list),
+    // Dismissed until the situation changes (another verdict, state or route).
+    this._dismissed = null;
+    this.close = el("button.diag-close", { type: "button", text: "×", onclick: () => {
+      this._dismissed = this._situationKey();
+      this.render();
+    } });
+    root.replaceChildren(this.close, this.head, this.why, this.doing, el("details.diag-more", {}, this.summary, this.list),
       this.again);
     this.diagnoser.addEventListener("change", () => this.render());
     session.addEventListener("state", () => this.render());
+  }
+
+  _situationKey() {
+    const s = this.session;
+    return `${this.diagnoser.current?.verdict ?? ""}|${s.state}|${s.route ?? ""}|${s.relayId ?? ""}`;
   }
 
   // Hidden when the session is on its preferred route and nothing is left to explain.
   _visible() {
     const s = this.session;
     if (s.state === "logged-out") return false;
+    if (this._dismissed !== null) {
+      if (this._dismissed === this._situationKey()) return false;
+      this._dismissed = null;
+    }
     if (s.state === "connected") {
       this._downSince = null;
       return s.route !== "websocket" && !!this.diagnoser.current;
@@ -90,6 +105,8 @@ export class DiagPanel {
     this.doing.textContent = this._doing();
     this.summary.textContent = t("diag.details");
     this.again.textContent = t("diag.again");
+    this.close.setAttribute("aria-label", t("diag.dismiss"));
+    this.close.title = t("diag.dismiss");
     this.again.disabled = this.diagnoser.running;
     this.list.replaceChildren(...(d?.routes || []).map((r) => el("li", { dataset: { route: r.route, ok: String(r.ok) } },
       r.ok ? t("diag.route_ok", { route: routeName(r.route) })
