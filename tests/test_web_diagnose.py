@@ -166,7 +166,6 @@ async def test_offline_reopen_shows_the_cached_shell_and_chats(server: ServerPro
     await expect(row.locator(".chat-preview")).to_have_text("hello from bob", timeout=T)
 
     # The service worker is installed and controls the page; the shell is in its cache.
-    assert await page.evaluate("navigator.serviceWorker.ready.then((r) => !!r.active)")
     await page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=T)
     cached = await page.evaluate("""async () => {
       const keys = await caches.keys();
@@ -212,7 +211,7 @@ async def test_the_page_is_installable(server: ServerProcess, tmp_path: Path) ->
         page = await ctx.new_page()
         await page.goto(server.url)
         await expect(page.locator("#auth")).to_be_visible(timeout=T)
-        await page.evaluate("navigator.serviceWorker.ready")
+        await page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=T)
         cdp = await ctx.new_cdp_session(page)
         manifest = await cdp.send("Page.getAppManifest")
         assert manifest["url"].endswith("/manifest.webmanifest"), manifest
@@ -262,3 +261,27 @@ def test_every_diagnosis_string_is_translated() -> None:
         if code != "en":   # translated, not copied
             en = json.loads((web / "i18n" / "en.json").read_text())
             assert all(strings[k] != en[k] for k in used), code
+
+
+def test_a_deploy_changes_the_service_worker_version(tmp_path: Path) -> None:
+    """The worker's version is a hash of the shell: any changed file gives a new worker (which
+    re-caches), and files outside the shell are never listed."""
+    from dari.server.pwa import shell
+
+    (tmp_path / "js").mkdir()
+    (tmp_path / "i18n").mkdir()
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    (tmp_path / "manifest.webmanifest").write_text("{}")
+    (tmp_path / "app.css").write_text("body {}")
+    (tmp_path / "js" / "app.js").write_text("1")
+    (tmp_path / "i18n" / "en.json").write_text("{}")
+    (tmp_path / "admin").mkdir()
+    (tmp_path / "admin" / "admin.js").write_text("admin")
+    urls, v1 = shell(tmp_path)
+    assert urls == ["/", "/manifest.webmanifest", "/static/app.css", "/static/i18n/en.json", "/static/js/app.js"]
+    assert shell(tmp_path)[1] == v1
+    (tmp_path / "js" / "app.js").write_text("2")
+    assert shell(tmp_path)[1] != v1
+    (tmp_path / "js" / "app.js").write_text("1")
+    (tmp_path / "index.html").write_text("<!doctype html><title>new</title>")
+    assert shell(tmp_path)[1] != v1
