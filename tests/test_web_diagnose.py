@@ -127,7 +127,7 @@ async def test_server_stopped_is_explained_with_retries_and_reported_when_back(
     table = await wait_reach(srv, lambda t: t.get("websocket", {}).get("classes", {}).get("tcp-reset", 0) >= 1
                              and t["websocket"].get("ok", 0) >= 1)
     assert table["long-poll"]["classes"].get("tcp-reset", 0) >= 1, table
-    await page.wait_for_function("localStorage.getItem('dari.reach_queue') === '[]'", timeout=T)
+    await page.wait_for_function("() => localStorage.getItem('dari.reach_queue') === '[]'", timeout=T)
     assert not page.errors  # type: ignore[attr-defined]
     await ctx.close()
 
@@ -166,7 +166,7 @@ async def test_offline_reopen_shows_the_cached_shell_and_chats(server: ServerPro
     await expect(row.locator(".chat-preview")).to_have_text("hello from bob", timeout=T)
 
     # The service worker is installed and controls the page; the shell is in its cache.
-    await page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=T)
+    await page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=T)
     cached = await page.evaluate("""async () => {
       const keys = await caches.keys();
       const cache = await caches.open(keys.find((k) => k.startsWith('dari-shell-')));
@@ -175,8 +175,8 @@ async def test_offline_reopen_shows_the_cached_shell_and_chats(server: ServerPro
     shell = {"/", "/static/js/app.js", "/static/js/diagnose.js", "/static/app.css", "/static/i18n/en.json"}
     assert shell <= set(cached), cached
     assert not [p for p in cached if p.startswith(("/api/", "/ws", "/lp/", "/media"))], cached
-    await page.wait_for_function("(JSON.parse(localStorage.getItem('dari.cache') || '{}').chats || []).length > 0",
-                                 timeout=T)
+    await page.wait_for_function(
+        "() => (JSON.parse(localStorage.getItem('dari.cache') || '{}').chats || []).length > 0", timeout=T)
 
     # The tab is closed, the network goes (and the server too: nothing can come from it), and the
     # page is opened again.
@@ -211,7 +211,7 @@ async def test_the_page_is_installable(server: ServerProcess, tmp_path: Path) ->
         page = await ctx.new_page()
         await page.goto(server.url)
         await expect(page.locator("#auth")).to_be_visible(timeout=T)
-        await page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=T)
+        await page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=T)
         cdp = await ctx.new_cdp_session(page)
         manifest = await cdp.send("Page.getAppManifest")
         assert manifest["url"].endswith("/manifest.webmanifest"), manifest
