@@ -145,6 +145,13 @@ async def test_web_client_falls_back_to_a_relay_and_comes_back(server: ServerPro
     chat_id = (await bob.call("chat.list"))[0]["chat_id"]
     await bob.send_message(chat_id, "sent while alice switches")
     await expect(alice.locator("#conn .conn-label")).to_contain_text("relay r-web", timeout=T)
+    # The page says why (diagnose.js): HTTP answers, both routes to the origin fail, the relay works.
+    diag = alice.locator("#conn-diag")
+    await expect(diag.locator(".diag-head")).to_have_text("The direct route to the server is blocked on this network.",
+                                                          timeout=T)
+    await expect(diag.locator(".diag-doing")).to_contain_text("Using relay r-web")
+    await expect(diag.locator(".diag-routes li[data-route='relay-ws:r-web']")).to_have_attribute("data-ok", "true")
+    await expect(diag.locator(".diag-routes li[data-route=long-poll]")).to_have_attribute("data-ok", "false")
     assert await next_text(bob, {"sent while alice switches"}) == "queued while cut off"
     await send(alice, "through the relay")
     assert await next_text(bob, {"sent while alice switches"}) == "through the relay"
@@ -158,6 +165,7 @@ async def test_web_client_falls_back_to_a_relay_and_comes_back(server: ServerPro
     blocked = False
     await alice.unroute(re.compile(rf"^http://127\.0\.0\.1:{server.port}/lp/"))
     await expect(alice.locator("#conn .conn-label")).to_contain_text("websocket", timeout=T)
+    await expect(diag).to_be_hidden(timeout=T)
     await send(alice, "back on the origin")
     assert await next_text(bob, {"reply through the relay"}) == "back on the origin"
     expected.append("back on the origin")

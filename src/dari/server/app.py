@@ -19,7 +19,7 @@ from aiohttp import web
 from dari import __version__
 from dari.bus import open_bus
 from dari.config import Settings
-from dari.server import link_qr, media_http, public_http
+from dari.server import link_qr, media_http, public_http, pwa
 from dari.server.control import control_forever
 from dari.server.hub import ConnectionHub
 from dari.server.longpoll import LongPoll
@@ -174,6 +174,7 @@ def create_app(state: ServerState) -> web.Application:
     link_qr.setup(app, state.settings.data_dir)
     if WEB_ROOT.exists():
         app.router.add_static("/static/", WEB_ROOT, follow_symlinks=False)
+        pwa.setup(app, WEB_ROOT)   # /sw.js (the root scope) and /manifest.webmanifest
 
     async def on_startup(app: web.Application) -> None:
         await state.services.start()

@@ -5,6 +5,7 @@ import { ChatView } from "./chat.js";
 import { Devices, phoneRegion } from "./devices.js";
 import { Invites } from "./invites.js";
 import { GuestBoards, parseLink } from "./guest_boards.js";
+import { DiagPanel } from "./diag_panel.js";
 import { LANGUAGES, apply, detectLanguage, formatShort, language, setLanguage, t } from "./i18n.js";
 import { Media, hitText, previewText } from "./media.js";
 import { LINK_PREFIX } from "./relays.js";
@@ -53,6 +54,7 @@ class App {
     this.voice.bind();
     this.stickers.bind();
     this.bindSession();
+    this.diag = new DiagPanel(this.session); // why the connection fails, and what the page does about it
     const cached = this.readCache();
     if (this.session.token && cached?.user) {
       // Show the last known state at once (also offline); the session refreshes it.
@@ -1210,6 +1212,8 @@ class App {
 
 const app = new App();
 window.dari = app; // for debugging from the console and for tests
+// The app shell works offline and the page can be installed (sw.js, manifest.webmanifest).
+navigator.serviceWorker?.register("/sw.js", { scope: "/" }).catch((err) => console.info("no service worker:", err.message));
 app.boot().catch((err) => {
   console.error(err);
   document.body.dataset.screen = "error";

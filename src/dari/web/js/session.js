@@ -61,6 +61,7 @@ export class Session extends EventTarget {
     this._authed = false;
     this._delay = 300;
     this._timer = null;
+    this.nextRetryAt = 0; // when the next connection attempt starts (the page shows it while reconnecting)
     this._closing = false;
     this._flushing = false;
     this._lastOrder = 0;
@@ -93,6 +94,8 @@ export class Session extends EventTarget {
     if (!this._heartbeat) this._heartbeat = setInterval(() => this._probe(), 15000);
     if (!this._upgrader) this._upgrader = setInterval(() => this._tryBetterRoute(), UPGRADE_EVERY_MS);
     if (!this._relayTimer) this._relayTimer = setInterval(() => this.refreshRelays(), RELAYS_EVERY_MS);
+    // A page started offline stays "offline" (no change, so no event): say so once all the same.
+    this._emit("state", this.state);
   }
 
   // Every route in order: the origin's two, then one per address of each usable "https" relay.
@@ -142,6 +145,11 @@ export class Session extends EventTarget {
     } finally {
       this._upgrading = false;
     }
+  }
+
+  // Move up now if a better route answers (diagnose.js found the WebSocket working again).
+  upgradeNow() {
+    return this._tryBetterRoute();
   }
 
   // Does this origin route carry a request now? Opening is not enough (a middlebox may accept and
@@ -304,6 +312,7 @@ export class Session extends EventTarget {
     if (this._closing || this._timer) return;
     const delay = this._delay * (0.5 + Math.random());
     this._delay = Math.min(this._delay * 2, 5000);
+    this.nextRetryAt = Date.now() + delay;
     this._timer = setTimeout(() => { this._timer = null; this._connectNow(); }, delay);
   }
 
@@ -390,6 +399,12 @@ export class Session extends EventTarget {
       }, timeout);
       this._waiters.push(w);
     });
+  }
+
+  // Call a method over the connection as it is now, logged in or not, without waiting for one
+  // (reach.report from diagnose.js: sent by whatever route carries the session).
+  callNow(method, params = {}, timeout = 15000) {
+    return this._callOn(this._ws, method, params, timeout);
   }
 
   // Call a method; waits for the connection (up to `wait` ms) while reconnecting.
