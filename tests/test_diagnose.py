@@ -245,3 +245,25 @@ async def test_client_diagnoses_a_failing_route_and_reports_it_through_a_working
         await c.close()
         with contextlib.suppress(Exception):
             queue.close()
+
+
+async def test_relay_route_names_are_reported_and_a_refused_batch_does_not_stall_the_queue(server, tmp_path) -> None:
+    queue = ReportQueue(str(tmp_path / "reach.db"), region="CN", asn="AS4134")
+    c = Client(server.url)
+    try:
+        await c.signup("relay_reporter", "R", PASSWORD)
+        # The SDK names relay routes for people, with spaces: the report must still be accepted.
+        queue.add("relay-ws r-seoul #2", False, "tls", "tcp-reset")
+        queue.add("relay r-seoul", True)
+        assert await queue.flush(c.call) == 2 and len(queue) == 0
+        db = sqlite3.connect(server.data_dir / "dari.db")
+        rows = db.execute("SELECT route, ok FROM reach_samples").fetchall()
+        assert ("relay-ws:r-seoul:2", 0) in rows and ("relay:r-seoul", 1) in rows
+        # A batch the server refuses (a bad class) is dropped, and later reports still go out.
+        queue.add("websocket", False, "tls", "NOT A CLASS")
+        assert await queue.flush(c.call) == 0 and len(queue) == 0
+        queue.add("websocket", True)
+        assert await queue.flush(c.call) == 1
+    finally:
+        await c.close()
+        queue.close()

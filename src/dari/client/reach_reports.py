@@ -4,6 +4,7 @@ whichever route works next (relays included), without any account id."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -13,9 +14,17 @@ from typing import Any
 import msgspec
 
 from dari.client.diagnose import Diagnosis
+from dari.protocol.errors import DariError
 
 MAX_QUEUED = 5000
 BATCH = 100
+_NOT_LABEL = re.compile(r"[^A-Za-z0-9_.:@/+-]+")
+
+
+def route_label(name: str) -> str:
+    """A route's name as the server's report schema takes it: relay routes are named for people
+    ("relay-ws r-seoul #2"), reports need one token ("relay-ws:r-seoul:2")."""
+    return _NOT_LABEL.sub(":", name).strip(":")[:64] or "unknown"
 
 
 class ReportQueue:
@@ -36,7 +45,7 @@ class ReportQueue:
 
     def add(self, route: str, ok: bool, stage: str = "", cls: str = "ok", elapsed_ms: float = 0,
             evidence: dict[str, Any] | None = None, at: float | None = None) -> None:
-        sample = {"at": int((at or time.time()) * 1000), "route": route, "ok": ok, "stage": stage[:16],
+        sample = {"at": int((at or time.time()) * 1000), "route": route_label(route), "ok": ok, "stage": stage[:16],
                   "class": cls if not ok else "ok", "elapsed_ms": int(elapsed_ms),
                   "evidence": {k: v for k, v in list((evidence or {}).items())[:16]
                                if isinstance(v, int | float | bool) or (isinstance(v, str) and len(v) <= 200)}}
@@ -61,8 +70,16 @@ class ReportQueue:
             rows = self.db.execute("SELECT n, body FROM samples ORDER BY n LIMIT ?", (BATCH,)).fetchall()
             if not rows:
                 return sent
-            await call("reach.report", reporter=self.reporter, region=self.region, asn=self.asn,
-                       samples=[msgspec.json.decode(b) for _, b in rows])
+            try:
+                await call("reach.report", reporter=self.reporter, region=self.region, asn=self.asn,
+                           samples=[msgspec.json.decode(b) for _, b in rows])
+            except DariError as e:
+                if e.retryable:
+                    raise
+                # A batch the server refuses will be refused again: drop it rather than stall every
+                # later report behind it.
+                self.db.execute("DELETE FROM samples WHERE n <= ?", (rows[-1][0],))
+                continue
             self.db.execute("DELETE FROM samples WHERE n <= ?", (rows[-1][0],))
             sent += len(rows)
 
