@@ -12,8 +12,8 @@ from dari.protocol import invites as pi
 from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import Friend, FriendInvite, InvitePreview, UserProfile
-from dari.services.core import Caller, Core, is_blocked, now_ms, profile, user_devices_event
-from dari.services.friends import _FRIEND_SELECT, _add, _friend_row_to_model
+from dari.services.core import Caller, Core, is_blocked, now_ms, profile
+from dari.services.friends import _add
 from dari.storage.base import Tx
 
 GONE = "this invite link is not valid: it was replaced or turned off, or never existed"
@@ -41,20 +41,6 @@ def _visible_profile(tx: Tx, owner: int, viewer: int) -> UserProfile:
         # As in user.get: a blocked viewer sees no status, and nothing that tells them of the block.
         return UserProfile(prof.user_id, prof.handle, prof.display_name, "")
     return prof
-
-
-def _quiet_add(tx: Tx, me: int, target: int, now: int) -> Friend:
-    """An add the target blocked: it looks like any add to the one adding (the friend shows in
-    their list), and the target is never told."""
-    inserted = tx.execute("INSERT INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?)"
-                          " ON CONFLICT DO NOTHING", (me, target, now))
-    row = tx.one(_FRIEND_SELECT + " AND f.friend_id = ?", (me, target))
-    assert row is not None
-    friend = _friend_row_to_model(row)
-    friend.user.status_message = ""
-    if inserted:
-        user_devices_event(tx, [me], "friend.added", friend, now)
-    return friend
 
 
 class FriendInvites:
@@ -103,8 +89,6 @@ class FriendInvites:
             owner = _owner(tx, p.code)
             if owner == caller.user_id:
                 raise DariError(ErrorCode.INVALID_PARAMS, "this is your own invite link")
-            if is_blocked(tx, owner, caller.user_id):
-                return _quiet_add(tx, caller.user_id, owner, now)
             return _add(tx, caller.user_id, owner, now)
 
         return await self.core.db.write(fn)

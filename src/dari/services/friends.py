@@ -180,6 +180,8 @@ def _add(tx: Tx, user_id: int, target: int, now: int) -> Friend:
     row = tx.one(_FRIEND_SELECT + " AND f.friend_id = ?", (user_id, target))
     assert row is not None
     friend = _friend_row_to_model(row)
+    if is_blocked(tx, target, user_id):
+        friend.user.status_message = ""   # as user.get shows a blocked viewer: no status, no later changes
     if inserted:
         user_devices_event(tx, [user_id], "friend.added", friend, now)
         if not (is_blocked(tx, target, user_id) or is_blocked(tx, user_id, target)):
