@@ -119,13 +119,10 @@ async def make_user(server: ServerProcess) -> AsyncIterator[Callable[..., object
         await c.close()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    """Debian's Chromium through Playwright (its own browser download is not available here).
-    Missing chromium skips, except under CI=true where it fails."""
+def chromium_path() -> str:
+    """Debian's Chromium (Playwright's own browser download is not available here). Missing chromium
+    skips, except under CI=true where it fails."""
     import shutil
-
-    from playwright.async_api import async_playwright
 
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
@@ -133,6 +130,15 @@ async def browser() -> AsyncIterator[object]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
+    return exe
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """Debian's Chromium through Playwright."""
+    from playwright.async_api import async_playwright
+
+    exe = chromium_path()
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         yield b

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,10 +18,9 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright, expect
 
 from dari.client import Client
-from tests.conftest import PASSWORD, ServerProcess
+from tests.conftest import CHROMIUM_ARGS, PASSWORD, ServerProcess, chromium_path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 T = 15_000  # ms: generous waits for a loaded machine
 
 MakeUser = Callable[..., Any]
@@ -30,14 +28,8 @@ MakeUser = Callable[..., Any]
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        msg = "Debian's chromium is not installed: run `apt-get install -y chromium`"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        b = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield b
         await b.close()
 

@@ -7,18 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from playwright.async_api import Browser, Page, Route, WebSocketRoute, async_playwright, expect
 
 from dari.client import Client
-from tests.conftest import CHROMIUM_ARGS, PASSWORD, ServerProcess
+from tests.conftest import CHROMIUM_ARGS, PASSWORD, ServerProcess, chromium_path
 from tests.test_web import T, new_page, signup
 
 ADMIN_ENV = {"DARI_ADMIN_HANDLES": "operator"}
@@ -202,9 +200,7 @@ async def test_offline_reopen_shows_the_cached_shell_and_chats(server: ServerPro
 async def test_the_page_is_installable(server: ServerProcess, tmp_path: Path) -> None:
     """Chromium's own installability check. A persistent profile: Playwright's usual contexts are
     off the record, where Chromium never offers installing ("in-incognito")."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("Debian's chromium is not installed")
+    exe = chromium_path()
     async with async_playwright() as p:
         ctx = await p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=exe,
                                                          args=CHROMIUM_ARGS)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +17,7 @@ from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright
 from dari.client import Client
 from dari.client.media import download
 from dari.services import containers
-from tests.conftest import CHROMIUM_ARGS, PASSWORD, ServerProcess
+from tests.conftest import CHROMIUM_ARGS, PASSWORD, ServerProcess, chromium_path
 from tests.test_web import T, new_page, open_direct_with, send, signup
 from tests.test_web_media_edit import wait_media_loaded
 
@@ -27,12 +26,7 @@ MIC_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-strea
 
 @pytest.fixture
 async def mic_browser() -> AsyncIterator[Browser]:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        msg = "Debian's chromium is not installed: run `apt-get install -y chromium`"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    exe = chromium_path()
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=exe, args=[*CHROMIUM_ARGS, *MIC_ARGS])
         yield b
@@ -126,9 +120,7 @@ async def test_record_send_and_play_a_voice_message(server: ServerProcess, mic_b
 async def test_blocked_or_missing_microphone_is_explained_in_the_page_language(server: ServerProcess) -> None:
     """A fake microphone the user did not allow (Playwright answers the prompt "block"), and a
     machine with no microphone at all (this container has none)."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("Debian's chromium is not installed")
+    exe = chromium_path()
     friend = Client(server.url)
     await friend.signup(f"mina_{os.urandom(3).hex()}", "Mina", PASSWORD)
     assert friend.user is not None
