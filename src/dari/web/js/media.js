@@ -362,11 +362,7 @@ export class Media {
       job.blob ??= await this.upload(job.file, job);
       job.state = "sending";
       this.renderTray();
-      const msg = await this.session.call("message.send_media", {
-        chat_id: job.chatId, client_id: job.clientId, blob_id: job.blob.blob_id, caption: job.caption,
-        name: (job.file.name || job.blob.name || "file").slice(0, 255), reply_to: job.replyTo ?? undefined,
-        kind: job.kind ?? undefined, duration_ms: job.durationMs ?? undefined,
-      }, { wait: 60000 });
+      const msg = await this.sendMedia(job);
       this.jobs.delete(job.id);
       this.renderTray();
       this.app.onMessageNew(msg);
@@ -375,6 +371,23 @@ export class Media {
       job.state = "failed";
       job.error = err;
       this.renderTray();
+    }
+  }
+
+  // message.send_media is idempotent by client_id (G2): a call cut off by a dropped or switched
+  // connection (the session moving back to the WebSocket, say) is sent again, and the server answers
+  // with the message it already stored instead of the job showing a failure for a sent message.
+  async sendMedia(job) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.session.call("message.send_media", {
+          chat_id: job.chatId, client_id: job.clientId, blob_id: job.blob.blob_id, caption: job.caption,
+          name: (job.file.name || job.blob.name || "file").slice(0, 255), reply_to: job.replyTo ?? undefined,
+          kind: job.kind ?? undefined, duration_ms: job.durationMs ?? undefined,
+        }, { wait: 60000 });
+      } catch (err) {
+        if (err?.code !== "unavailable" || attempt >= 3 || job.cancelled) throw err;
+      }
     }
   }
 
