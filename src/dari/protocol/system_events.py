@@ -42,24 +42,21 @@ def _names(people: list[dict[str, Any]]) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
+_ENGLISH = {
+    GROUP_CREATED: "{actor} created the group \u201c{title}\u201d",
+    OPEN_CREATED: "{actor} opened \u201c{title}\u201d",
+    MEMBER_JOINED: "{actor} joined",
+    MEMBERS_INVITED: "{actor} invited {users}",
+    CHAT_RENAMED: "{actor} renamed the chat to \u201c{title}\u201d",
+    MEMBER_LEFT: "{actor} left",
+    MEMBER_REMOVED: "{actor} removed {users}",
+}
+
+
 def describe(system: dict[str, Any], fallback: str = "") -> str:
     """The English line for a system event; `fallback` (the stored text) for an unknown one."""
-    key = system.get("event")
-    actor = str((system.get("actor") or {}).get("name", "someone"))
-    title = str(system.get("title", ""))
-    users = list(system.get("users") or [])
-    if key == GROUP_CREATED:
-        return f"{actor} created the group \u201c{title}\u201d"
-    if key == OPEN_CREATED:
-        return f"{actor} opened \u201c{title}\u201d"
-    if key == MEMBER_JOINED:
-        return f"{actor} joined"
-    if key == MEMBERS_INVITED:
-        return f"{actor} invited {_names(users)}"
-    if key == CHAT_RENAMED:
-        return f"{actor} renamed the chat to \u201c{title}\u201d"
-    if key == MEMBER_LEFT:
-        return f"{actor} left"
-    if key == MEMBER_REMOVED:
-        return f"{actor} removed {_names(users)}"
-    return fallback
+    template = _ENGLISH.get(str(system.get("event")))
+    if template is None:
+        return fallback
+    return template.format(actor=str((system.get("actor") or {}).get("name", "someone")),
+                           title=str(system.get("title", "")), users=_names(list(system.get("users") or [])))
