@@ -384,6 +384,10 @@ async def test_chat_board_notice_poll_and_vote(server: ServerProcess, make_user:
     await form.locator("[name=with_poll]").check()
     await form.locator("[name=question]").fill("Kimbap or ramyeon?")
     await form.locator("[name=options]").fill("Kimbap\nRamyeon")
+    # A post by Bob arriving while Alice types must not throw her form away for the list.
+    await bob.call("board.post_create", board_id=board["board_id"], title="Parking", body="Lot B.")
+    await expect(alice.locator(".toast", has_text="Parking")).to_be_visible(timeout=T)
+    await expect(form.locator("[name=title]")).to_have_value("Lunch")
     await form.locator("button[type=submit]").click()
     await expect(host.locator(".post-title")).to_contain_text("Lunch", timeout=T)
     posts = await bob.call("board.posts", board_id=board["board_id"])

@@ -39,6 +39,10 @@ export class BoardView {
     this.query = "";
     this.searchIn = "title_body";
     this.postId = null;
+    // What the host shows ("list", "post" or "write") and a counter of navigations: a reply that
+    // arrives after the user (or an event) moved on must not paint over the newer view.
+    this.view = "list";
+    this.nav = 0;
   }
 
   loginButton(key) {
@@ -46,15 +50,19 @@ export class BoardView {
   }
 
   async list(page = this.page) {
+    const nav = ++this.nav;
     this.page = page;
     this.postId = null;
+    this.view = "list";
     this.onNavigate?.(this.board.board_id, null);
     try {
       const res = await this.session.call("board.posts", { board_id: this.board.board_id, page, per_page: PER_PAGE,
         query: this.query, search_in: this.searchIn });
+      if (nav !== this.nav) return;
       this.board = res.board;
       this.renderList(res);
     } catch (err) {
+      if (nav !== this.nav) return;
       this.host.replaceChildren(el("p.form-error", { role: "alert", text: errorText(err) }));
     }
   }
@@ -119,19 +127,33 @@ export class BoardView {
 
   // Open a post (this counts a view); later changes (comments, votes, pins) re-render in place.
   async openPost(postId) {
+    const nav = ++this.nav;
     this.postId = postId;
+    this.view = "post";
+    let post;
     try {
-      this.current = await this.session.call("board.post", { post_id: postId });
+      post = await this.session.call("board.post", { post_id: postId });
     } catch (err) {
-      toast(errorText(err), { kind: "error" });
+      if (nav === this.nav) toast(errorText(err), { kind: "error" });
       return;
     }
+    if (nav !== this.nav) return;
+    this.current = post;
     this.onNavigate?.(this.board.board_id, postId);
+    this.renderPost();
+  }
+
+  // Back to the post from its edit form.
+  showPost() {
+    this.nav++;
+    this.view = "post";
     this.renderPost();
   }
 
   renderPost() {
     const p = this.current;
+    // A pin, vote or comment reply that lands after the user left the post paints nothing.
+    if (this.view !== "post" || p.post_id !== this.postId) return;
     const postId = p.post_id;
     const mine = p.author?.mine;
     const article = el("article.board-post", {},
@@ -253,6 +275,8 @@ export class BoardView {
 
   // The write form; given a post (yours), it edits that post's title and body instead.
   write(editing = null) {
+    this.nav++;
+    this.view = "write";
     const form = el("form.board-write.stack", { novalidate: true },
       el("h3", { text: t(editing ? "boards.edit_title" : "boards.write") }),
       el("label.field", {}, el("span", { text: t("boards.col_title") }), el("input", { name: "title", maxlength: "200", required: true })),
@@ -267,7 +291,7 @@ export class BoardView {
         el("label.field", {}, el("span", { text: t("boards.poll_deadline") }), el("input", { name: "deadline", type: "datetime-local" }))),
       el("p.form-error", { role: "alert" }),
       el("div.dlg-actions", {},
-        el("button.secondary", { type: "button", text: t("common.cancel"), onclick: () => (editing ? this.renderPost() : this.list()) }),
+        el("button.secondary", { type: "button", text: t("common.cancel"), onclick: () => (editing ? this.showPost() : this.list()) }),
         el("button.primary", { type: "submit", text: t(editing ? "common.save" : "boards.publish") })));
     form.with_poll?.addEventListener("change", () => { $(".poll-fields", form).hidden = !form.with_poll.checked; });
     if (editing) {
@@ -290,7 +314,7 @@ export class BoardView {
           this.current = await this.session.call("board.post_edit", { post_id: editing.post_id,
             title: form.title.value.trim(), body: form.body.value });
           this.postId = editing.post_id;
-          this.renderPost();
+          this.showPost();
         } catch (err) {
           errBox.textContent = errorText(err);
         } finally {
@@ -468,7 +492,7 @@ export class Boards {
       this.setCanCreate(p.can_create);
     } else if (name === "board.post") {
       const v = this.chatView;
-      if (v && v.board.board_id === p.board_id && v.postId === null) v.list();
+      if (v && v.board.board_id === p.board_id && v.view === "list") v.list();
       if (p.author_id !== this.session.user?.user_id) {
         const chat = this.app.chats.get(p.chat_id);
         toast(t("boards.new_post", { chat: chat?.title || "", title: p.title }), {
