@@ -109,6 +109,10 @@ async def test_upload_checks_both_signatures_and_keeps_device_keys(svc: Svc) -> 
     users = (await svc.call(bob, "keys.query", user_ids=[alice.user_id]))["users"]
     assert [d["device_id"] for d in users[0]["devices"]] == [alice.device_id]
     assert len(await _events(svc, bob, "keys.changed")) == 3
+    # So does deleting the account.
+    await svc.call(alice, "account.delete", password="correct horse battery")
+    assert len(await _events(svc, bob, "keys.changed")) == 4
+    assert await svc.call(bob, "keys.query", user_ids=[alice.user_id]) == {"users": []}
 
 
 async def test_one_time_key_bounds(svc: Svc) -> None:
@@ -287,6 +291,13 @@ async def test_enabling_e2ee_is_one_way_with_a_system_line(svc: Svc) -> None:
     assert await _events(svc, alice, "chat.e2ee") == [{"chat_id": direct["chat_id"], "e2ee": True}]
     err = await _error(svc.call(alice, "message.send", chat_id=direct["chat_id"], client_id="after", text="x"))
     assert err.details == {"reason": "e2ee_required"}
+    # The plaintext message from before becomes an encrypted one when edited, and leaves search.
+    assert [h["text"] for h in await svc.call(bob, "message.search", query="plain before")] == ["plain before"]
+    before = next(m for m in page["messages"] if m["client_id"] == "before")
+    edited = await svc.call(alice, "message.edit", chat_id=direct["chat_id"], seq=before["seq"],
+                            e2ee=envelope(alice.device_id))
+    assert (edited["kind"], edited["text"]) == ("encrypted", "")
+    assert await svc.call(bob, "message.search", query="plain before") == []
     # A new 1:1 chat asked for with e2ee starts encrypted.
     fresh = await svc.call(carol, "chat.open_direct", user_id=alice.user_id, e2ee=True)
     assert fresh["e2ee"] is True

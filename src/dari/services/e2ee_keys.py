@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dari.protocol import e2ee as e
 from dari.protocol.envelope import b64decode, device_statement
 from dari.protocol.errors import DariError, ErrorCode
+from dari.protocol.methods import NoParams
 from dari.services.core import Caller, Core, now_ms, user_devices_event
 from dari.storage.base import Tx
 
@@ -156,7 +157,7 @@ class Keys:
     async def claim(self, caller: Caller, p: e.KeysClaim) -> dict[str, dict[str, dict[str, Any]]]:
         ids = list(dict.fromkeys(p.device_ids))
 
-        def fn(tx: Tx) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
+        def fn(tx: Tx) -> dict[str, dict[str, Any]]:
             out: dict[str, dict[str, Any]] = {}
             took: list[int] = []
             for did in ids:
@@ -182,16 +183,15 @@ class Keys:
                 low = {d: left.get(d, 0) for d in took if left.get(d, 0) < LOW_WATER}
             if low:
                 tx.after_commit.append(lambda: self._low(low))
-            return out, low
+            return out
 
-        keys, _ = await self.core.db.write(fn)
-        return {"keys": keys}
+        return {"keys": await self.core.db.write(fn)}
 
     def _low(self, low: dict[int, int]) -> None:
         for did, count in low.items():
             self.core.bus.ephemeral_devices([did], "keys.low", {"one_time_key_count": count})
 
-    async def count(self, caller: Caller, p: object) -> dict[str, Any]:
+    async def count(self, caller: Caller, p: NoParams) -> dict[str, Any]:
         def fn(tx: Tx) -> dict[str, Any]:
             fallback = tx.one("SELECT 1 FROM fallback_keys WHERE device_id = ?", (caller.device_id,)) is not None
             return {"one_time_key_count": otk_count(tx, caller.device_id), "fallback": fallback}
