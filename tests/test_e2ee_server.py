@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 import aiohttp
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dari.client import Client
@@ -35,9 +34,24 @@ async def _second_device(url: str, first: Client) -> Client:
     return c
 
 
-async def _no_event(c: Client, name: str, wait: float = 1.0) -> None:
-    with pytest.raises(TimeoutError):
-        await c.next_event(name, timeout=wait)
+async def _until(c: Client, name: str) -> list[Any]:
+    """Every event up to and including the first `name`: signals to one connection arrive in the
+    order they were sent, so what came before a later signal shows what was (wrongly) delivered."""
+    seen = []
+    while True:
+        ev = await c.next_event(timeout=10)
+        seen.append(ev)
+        if ev.name == name:
+            return seen
+
+
+def _names(events: list[Any]) -> list[str]:
+    return [e.name for e in events]
+
+
+async def _send(sender: Client, device_id: int, n: int) -> None:
+    await sender.call("todevice.send", messages=[{"device_id": device_id, "payload": {"alg": "olm.v1", "i": i}}
+                                                 for i in range(n)])
 
 
 async def test_todevice_reaches_only_the_target_device_and_keys_changed_reaches_contacts(server: Any) -> None:
@@ -59,15 +73,19 @@ async def test_todevice_reaches_only_the_target_device_and_keys_changed_reaches_
         low = await bob.next_event("keys.low", timeout=10)            # 9 left: below 10
         assert low.payload == {"one_time_key_count": 9}
 
-        await alice.call("todevice.send", messages=[{"device_id": bob.device_id,
-                                                     "payload": {"alg": "olm.v1", "type": 0, "body": "AAAA"}}])
-        ev = await bob.next_event("todevice.pending", timeout=10)
-        assert ev.payload == {"count": 1}
+        # Two messages for the phone, then one for the PC: each device hears only of its own queue.
+        await _send(alice, bob.device_id, 2)
+        assert (await bob.next_event("todevice.pending", timeout=10)).payload == {"count": 2}
+        await _send(alice, bob_pc.device_id, 1)
+        seen = await _until(bob_pc, "todevice.pending")
+        assert seen[-1].payload == {"count": 1}
+        assert "keys.low" not in _names(seen) and _names(seen).count("todevice.pending") == 1
+        await _send(alice, bob.device_id, 1)
+        assert (await bob.next_event("todevice.pending", timeout=10)).payload == {"count": 3}
+
         got = await bob.call("todevice.fetch")
-        assert [m["payload"] for m in got["messages"]] == [{"alg": "olm.v1", "body": "AAAA", "type": 0}]
-        await _no_event(bob_pc, "todevice.pending")
-        await _no_event(bob_pc, "keys.low", wait=0.1)
-        assert (await bob_pc.call("todevice.fetch"))["messages"] == []
+        assert [m["payload"] for m in got["messages"]] == [{"alg": "olm.v1", "i": i} for i in (0, 1, 0)]
+        assert [m["payload"]["i"] for m in (await bob_pc.call("todevice.fetch"))["messages"]] == [0]
     finally:
         for c in clients:
             await c.close()
@@ -117,14 +135,14 @@ async def test_todevice_pending_crosses_nodes(server_factory: Any, pg_url: str) 
     bob = await _user(n2.url, "bob")
     bob_pc = await _second_device(n1.url, bob)
     try:
-        # bob's phone is on node 2, his PC on node 1 with alice: the signal crosses to node 2 only.
-        await alice.call("todevice.send", messages=[{"device_id": bob.device_id, "payload": {"n": 1}}])
-        ev = await bob.next_event("todevice.pending", timeout=10)
-        assert ev.payload == {"count": 1}
-        await _no_event(bob_pc, "todevice.pending")
-        await alice.call("todevice.send", messages=[{"device_id": bob_pc.device_id, "payload": {"n": 2}}])
-        assert (await bob_pc.next_event("todevice.pending", timeout=10)).payload == {"count": 1}
-        await _no_event(bob, "todevice.pending")
+        # bob's phone is on node 2, his PC on node 1 with alice: each signal reaches its device only.
+        await _send(alice, bob.device_id, 2)
+        assert (await bob.next_event("todevice.pending", timeout=10)).payload == {"count": 2}
+        await _send(alice, bob_pc.device_id, 1)
+        seen = await _until(bob_pc, "todevice.pending")
+        assert seen[-1].payload == {"count": 1} and _names(seen).count("todevice.pending") == 1
+        await _send(bob_pc, bob.device_id, 1)       # from node 1 to node 2 again
+        assert (await bob.next_event("todevice.pending", timeout=10)).payload == {"count": 3}
         err = await asyncio.gather(bob.call("todevice.ack", up_to=-1), return_exceptions=True)
         assert isinstance(err[0], DariError) and err[0].code == ErrorCode.INVALID_PARAMS
     finally:
