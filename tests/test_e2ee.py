@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dari.bus import Bus
 from dari.config import Settings
+from dari.protocol.envelope import b64decode, canonical, device_statement
 from dari.protocol.errors import DariError, ErrorCode
 from dari.services.core import Caller
 from dari.services.registry import Services
@@ -56,6 +57,16 @@ async def _events(svc: Svc, who: Caller, name: str) -> list[dict[str, Any]]:
 
 
 # -- keys ---------------------------------------------------------------------------------------
+
+
+def test_canonical_json_and_the_signed_statement_follow_the_contract() -> None:
+    assert device_statement(7, 12, "IK", "SK") == (
+        b'{"alg":"dari-device-v1","device_id":12,"identity_key":"IK","signing_key":"SK","user_id":7}')
+    expected = '{"a":[1,{"c":true,"d":null}],"b":"안녕"}'.encode()
+    assert canonical({"b": "안녕", "a": [1, {"d": None, "c": True}]}) == expected
+    assert b64decode(b64(b"\x00\xff" * 16)) == b"\x00\xff" * 16
+    with pytest.raises(ValueError):
+        b64decode("not base64!")
 
 
 async def test_upload_checks_both_signatures_and_keeps_device_keys(svc: Svc) -> None:
