@@ -114,6 +114,11 @@ async def test_upload_checks_both_signatures_and_keeps_device_keys(svc: Svc) -> 
     assert users[0]["master_key"] == pc_bundle["master_key"]
     assert [d["device_id"] for d in users[0]["devices"]] == [alice.device_id, pc.device_id]
     assert len(await _events(svc, bob, "keys.changed")) == 2
+    # The phone re-uploading its unchanged bundle (e.g. on restart) does not bring the old master back.
+    await svc.call(alice, "keys.upload", **good)
+    assert (await svc.call(bob, "keys.query", user_ids=[alice.user_id]))["users"][0]["master_key"] == \
+        pc_bundle["master_key"]
+    assert len(await _events(svc, bob, "keys.changed")) == 2
 
     # Revoking a device with keys removes them and tells contacts.
     await svc.call(alice, "device.revoke", device_id=pc.device_id)
