@@ -14,6 +14,8 @@ const ROTATE_MS = 7 * 86400000;
 const OTK_TARGET = 50;
 const QUERY_TTL_MS = 5 * 60000;
 const MAX_PAYLOAD = 64 * 1024;
+const LINK_APPROVAL_MS = 15 * 60000;
+const LINK_PART = 47 * 1024;
 
 export class E2ee extends EventTarget {
   constructor(session) {
@@ -70,10 +72,16 @@ export class E2ee extends EventTarget {
       await this._saveAccount();
     }
     this.ids = this.account.identityKeys();
+    if (localStorage.getItem("dari.e2ee.await_link")) {
+      localStorage.removeItem("dari.e2ee.await_link");
+      await this.store.put("kv", "await_link", true);
+    }
     const seed = await this.store.get("kv", "master_seed");
     if (seed) this.master = new MasterKey(seed);
     else if (!(await this.store.get("kv", "await_link"))) await this.setMasterSeed(MasterKey.newSeed());
-    await this.locked(() => this._publish());
+    // A linked device without its master key asks for it; any other publishes its keys.
+    if (this.master) await this.locked(() => this._publish());
+    else await this.locked(() => this._requestLink());
     this.pullToDevice();
   }
 
@@ -117,7 +125,13 @@ export class E2ee extends EventTarget {
   topUp() { return this.ready && this.locked(() => this._publish()); }
 
   // -- devices and master keys ------------------------------------------------------------
-  forget(userId) { this.users.delete(userId); }
+  // keys.changed: ask again next time; a linked device still waiting asks its own devices again.
+  forget(userId) {
+    this.users.delete(userId);
+    if (userId === this.userId && this.ready && this.account && !this.master) {
+      this.locked(() => this._requestLink()).catch((err) => console.warn("link request failed", err));
+    }
+  }
 
   // Verified devices of these users ({user_id -> entry}); both signatures checked, master pinned.
   async query(userIds, { refresh = false } = {}) {
@@ -258,7 +272,8 @@ export class E2ee extends EventTarget {
   }
 
   async _handleToDevice(m) {
-    const p = m.payload || {};
+    const p = typeof m.payload === "string" ? JSON.parse(m.payload) : m.payload || {};
+    if (p.alg === "dari.link_request.v1") { await this._onLinkRequest({ ...m, payload: p }); return; }
     if (p.alg !== "olm.v1" || typeof p.sender_key !== "string" || typeof p.body !== "string") throw new Error("not olm.v1");
     const [entry, text] = await this._olmDecrypt(p.sender_key, p.type, p.body);
     await this.store.write([this._olmOp(p.sender_key, entry)]);
@@ -270,7 +285,7 @@ export class E2ee extends EventTarget {
     if (!dev) dev = (await this.query([m.sender_id], { refresh: true })).get(m.sender_id)?.devices.get(m.sender_device);
     if (!dev || dev.identity_key !== p.sender_key) throw new Error("sender device not verified");
     if (plain.type === "room_key") await this._roomKey(plain, p.sender_key);
-    else if (plain.type === "link_transfer" && m.sender_id === this.userId) await this._linkPart(plain.content);
+    else if (plain.type === "link_transfer" && m.sender_id === this.userId) await this._linkPart(plain.content, m.sender_device);
   }
 
   async _roomKey(plain, senderKey) {
@@ -414,57 +429,105 @@ export class E2ee extends EventTarget {
   }
 
   // -- device link ------------------------------------------------------------------------
-  // This page was linked from another device: it waits for the master seed (link_transfer).
-  async expectLink() {
-    await this.store?.put("kv", "await_link", true);
-  }
+  // As the SDK does it (src/dari/client/e2ee_sync.py): the new device, with no master key yet,
+  // sends its keys in the clear (they are public; the server records which device sent them) and
+  // one one-time key to this user's other devices (dari.link_request.v1); the device that approved
+  // it within LINK_APPROVAL_MS answers over Olm with link_transfer parts (master seed, sessions).
 
-  // Send the master seed and the chats' inbound sessions to a new device of this user.
-  async sendLinkTransfer(device) {
+  // This page was approved from another device: it waits for the master seed.
+  static expectLink() { localStorage.setItem("dari.e2ee.await_link", "1"); }
+
+  // device.link_approve went through here: that device may ask for the master key for a while.
+  async approved(deviceId) {
     await this.start();
-    return this.locked(async () => {
-      const rows = await this.store.getAll("inbound");
-      const sessions = [];
-      for (const row of rows) {
-        const g = InboundGroup.fromPickle(row.pickle, this.pickleKey);
-        sessions.push({ chat_id: row.meta.chat_id, sender_id: row.meta.sender_id, sender_device: row.meta.sender_device,
-          sender_key: row.meta.sender_key, session_id: row.meta.session_id, first_index: g.firstIndex(),
-          exported: g.exportAt(g.firstIndex()) });
-        g.free();
-      }
-      const parts = [];
-      let cur = [];
-      let size = 0;
-      for (const s of sessions) {
-        const n = canonicalJson(s).length + 1;
-        if (cur.length && size + n > 40 * 1024) { parts.push(cur); cur = []; size = 0; }
-        cur.push(s);
-        size += n;
-      }
-      parts.push(cur);
-      const target = { user_id: this.userId, device_id: device.device_id, identity_key: device.identity_key };
-      for (let i = 0; i < parts.length; i++) {
-        await this._sendToDevices([target], "link_transfer",
-          { master_seed: b64encode(this.master.seed), part: i + 1, parts: parts.length, sessions: parts[i] });
-      }
-    });
+    const table = (await this.store.get("kv", "link_approved")) || {};
+    const now = Date.now();
+    for (const [k, v] of Object.entries(table)) if (now - v > LINK_APPROVAL_MS) delete table[k];
+    table[deviceId] = now;
+    await this.store.put("kv", "link_approved", table);
   }
 
-  async _linkPart(c) {
+  async _requestLink() {
+    const res = await this.session.call("keys.query", { user_ids: [this.userId] });
+    const targets = (res.users || []).flatMap((u) => u.devices || []).map((b) => b.device_id)
+      .filter((d) => d !== this.deviceId);
+    if (!targets.length) return;
+    if (!Object.keys(this.account.oneTimeKeys()).length) {
+      this.account.generateOneTimeKeys(1);
+      await this._saveAccount();
+    }
+    const otk = Object.values(this.account.oneTimeKeys())[0];
+    const text = deviceText(this.userId, this.deviceId, this.ids.curve25519, this.ids.ed25519);
+    const payload = { alg: "dari.link_request.v1", identity_key: this.ids.curve25519, signing_key: this.ids.ed25519,
+      one_time_key: otk, device_signature: this.account.sign(text) };
+    await this.session.call("todevice.send", { messages: targets.map((d) => ({ device_id: d, payload })) });
+    this._emit("linking", {});
+  }
+
+  async _onLinkRequest(m) {
+    const p = m.payload;
+    const table = (await this.store.get("kv", "link_approved")) || {};
+    const when = table[m.sender_device];
+    if (m.sender_id !== this.userId || !when || Date.now() - when > LINK_APPROVAL_MS || !this.master) {
+      throw new Error(`device ${m.sender_device} asked for keys it was not approved for`);
+    }
+    const text = deviceText(this.userId, m.sender_device, p.identity_key, p.signing_key);
+    if (!ed25519Verify(p.signing_key, text, p.device_signature)) throw new Error("link request signature");
+    const s = this.account.outbound(p.identity_key, p.one_time_key);
+    (await this._olmSessions(p.identity_key)).push({ id: s.id(), used: Date.now(), s });
+    const sessions = [];
+    for (const row of await this.store.getAll("inbound")) {
+      const g = InboundGroup.fromPickle(row.pickle, this.pickleKey);
+      sessions.push({ chat_id: row.meta.chat_id, sender_id: row.meta.sender_id, sender_device: row.meta.sender_device,
+        sender_key: row.meta.sender_key, session_id: row.meta.session_id, first_index: g.firstIndex(),
+        exported: g.exportAt(g.firstIndex()) });
+      g.free();
+    }
+    const parts = [[]];
+    let size = 0;
+    for (const x of sessions) {
+      const n = canonicalJson(x).length;
+      if (parts[parts.length - 1].length && size + n > LINK_PART) { parts.push([]); size = 0; }
+      parts[parts.length - 1].push(x);
+      size += n;
+    }
+    const target = { user_id: this.userId, device_id: m.sender_device, identity_key: p.identity_key };
+    for (let i = 0; i < parts.length; i++) {
+      await this._sendToDevices([target], "link_transfer",
+        { master_seed: b64encode(this.master.seed), part: i, parts: parts.length, sessions: parts[i] });
+    }
+    delete table[m.sender_device];
+    await this.store.put("kv", "link_approved", table);
+    this._emit("link_sent", { device_id: m.sender_device });
+  }
+
+  async _linkPart(c, senderDevice) {
     const seed = b64decode(c.master_seed);
     if (seed.length !== 32) throw new Error("bad master seed");
-    if (!this.master || this.master.publicKey !== new MasterKey(seed).publicKey) {
-      await this.setMasterSeed(seed);
-      await this.store.put("kv", "published", null);
-      await this._publish();
-    }
+    const master = new MasterKey(seed);
+    const current = (await this.query([this.userId], { refresh: true })).get(this.userId)?.master_key;
+    if (current && master.publicKey !== current) { master.free(); throw new Error("not our current master key"); }
     for (const s of c.sessions || []) {
       const g = InboundGroup.fromExport(s.exported);
       if (g.id() !== s.session_id) { g.free(); continue; }
       await this._keepInbound(g, { chat_id: s.chat_id, sender_id: s.sender_id, sender_device: s.sender_device,
         sender_key: s.sender_key, session_id: s.session_id });
     }
-    this._emit("linked", { part: c.part, parts: c.parts });
+    const got = (this._linkParts ||= new Map());
+    const parts = got.get(senderDevice) || new Set();
+    parts.add(c.part);
+    got.set(senderDevice, parts);
+    if (!this.master) {
+      this.master = master;
+      await this.store.write([["kv", "master_seed", seed]]);
+    } else {
+      master.free();
+    }
+    if (parts.size >= c.parts && (await this.store.get("kv", "await_link"))) {
+      await this.store.put("kv", "await_link", undefined);
+      await this._publish();
+      this._emit("linked", { device_id: senderDevice });
+    }
   }
 
   // -- local search -----------------------------------------------------------------------

@@ -132,9 +132,11 @@ export class Stickers {
     chat.cancelContext();
     chat.composer.focus();
     try {
-      const msg = await this.session.call("message.send_sticker", {
-        chat_id: chatId, client_id: newClientId(), sticker_id: sticker.sticker_id, reply_to: replyTo ?? undefined,
-      }, { wait: 60000 });
+      const msg = this.app.e2ee.isE2ee(chatId)
+        ? await this.app.e2ee.sendSticker(chatId, newClientId(), sticker, replyTo)
+        : await this.session.call("message.send_sticker", {
+          chat_id: chatId, client_id: newClientId(), sticker_id: sticker.sticker_id, reply_to: replyTo ?? undefined,
+        }, { wait: 60000 });
       this.recent = [sticker, ...this.recent.filter((s) => s.sticker_id !== sticker.sticker_id)].slice(0, 24);
       this.app.onMessageNew(msg);
     } catch (err) {
