@@ -93,11 +93,13 @@ class Machine:
         return {k: str(v.to_base64()) for k, v in self.account.one_time_keys.items()}
 
     def fallback_key(self) -> dict[str, str] | None:
-        fb = self.account.fallback_key
+        # In the binding since 0.9 but missing from its type stubs.
+        acct: Any = self.account
+        fb = acct.fallback_key
         if not fb:
-            self.account.generate_fallback_key()
+            acct.generate_fallback_key()
             self._save_account()
-            fb = self.account.fallback_key
+            fb = acct.fallback_key
         key_id, key = next(iter(fb.items()))
         return {"key_id": "fb" + str(key_id), "key": str(key.to_base64())}
 
@@ -170,11 +172,12 @@ class Machine:
     def _olm_decrypt_raw(self, sender_key: str, msg_type: int, body: bytes) -> bytes:
         try:
             message = vz.AnyOlmMessage.from_parts(msg_type, body)
+            pre_key = message.to_pre_key() if msg_type == 0 else None
         except Exception:
             raise E2EEError(TAMPERED, "undecodable Olm message") from None
         for sid, pickled in self.store.olm_sessions(sender_key):
             session = vz.Session.from_pickle(pickled, self.store.pickle_key)
-            if msg_type == 0 and not session.session_matches(message):
+            if pre_key is not None and not session.session_matches(pre_key):
                 continue
             try:
                 plain = session.decrypt(message)
@@ -182,11 +185,11 @@ class Machine:
                 continue
             self.store.save_olm(sender_key, sid, session.pickle(self.store.pickle_key))
             return bytes(plain)
-        if msg_type != 0:
+        if pre_key is None:
             raise E2EEError(UNKNOWN_SESSION, "no Olm session decrypts this message")
         try:
             session, plain = self.account.create_inbound_session(
-                vz.Curve25519PublicKey.from_base64(sender_key), message.to_pre_key())
+                vz.Curve25519PublicKey.from_base64(sender_key), pre_key)
         except Exception:
             raise E2EEError(TAMPERED, "cannot start an Olm session from this message") from None
         self._save_account()   # the one-time key is used up: never again
@@ -280,9 +283,12 @@ class Machine:
         for s in self.store.all_inbound():
             ig = vz.InboundGroupSession.from_pickle(s.pickle, self.store.pickle_key)
             first = int(ig.first_known_index)
+            exported = ig.export_at(first)
+            if exported is None:
+                continue
             out.append({"chat_id": s.chat_id, "sender_id": s.sender_id, "sender_device": s.sender_device,
                         "sender_key": s.sender_key, "session_id": s.session_id,
-                        "exported": str(ig.export_at(first).to_base64()), "first_index": first})
+                        "exported": str(exported.to_base64()), "first_index": first})
         return out
 
     def import_sessions(self, sessions: list[dict[str, Any]]) -> list[str]:
