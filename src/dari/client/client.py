@@ -465,7 +465,7 @@ class Client:
         if method in ("message.send", "message.edit"):
             params = await e.prepare(method, params)
         elif method in ("message.history", "chat.list", "message.search") and self.token:
-            await e.wait_ready()   # keys queued for us are in before we decrypt
+            await e.wait_ready(synced=True)   # keys queued for us are in before we decrypt
         if method in ("chat.remove_member", "chat.leave", "chat.invite") and "chat_id" in params:
             e.members.pop(int(params["chat_id"]), None)
         result = await self._plain_call(method, params)

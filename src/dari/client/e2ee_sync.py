@@ -43,7 +43,8 @@ class E2EE:
         self.path = path
         self.store: CryptoStore | None = None
         self.machine: Machine | None = None
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()                # keys are up: we can encrypt
+        self.synced = asyncio.Event()               # ...and the keys queued for us are in: we can decrypt
         self.disabled: str | None = None           # why E2EE is off on this client (server without it...)
         self.awaiting_link = False                  # linked device waiting for its master key
         self.devices: dict[int, tuple[str | None, dict[int, Device]]] = {}
@@ -80,13 +81,18 @@ class E2EE:
         self.disabled = why
         log.warning("end-to-end encryption is off on this client: %s", why)
         self.ready.set()
+        self.synced.set()
 
     async def _start(self) -> None:
         assert self.c.user is not None and self.c.device_id is not None
         uid, did = int(self.c.user["user_id"]), int(self.c.device_id)
         if self.machine is None or (self.machine.user_id, self.machine.device_id) != (uid, did):
-            if self.store is None or (self.path is None and self.machine is not None):
-                self.store = CryptoStore(self.path)   # in memory: a new login starts a new store
+            if self.store is None or self.machine is not None:
+                # One store per device: the path may name it ("crypto-{user_id}-{device_id}.db").
+                if self.store is not None:
+                    self.store.close()
+                path = self.path.format(user_id=uid, device_id=did) if self.path else None
+                self.store = CryptoStore(path)
             self.machine = Machine(self.store, uid, did)
             self.awaiting_link = self.awaiting_link or self.store.get("awaiting_link") == "1"
         m, store = self.machine, self.store
@@ -100,7 +106,10 @@ class E2EE:
                 m.set_master(MasterKey.generate())
             await self._upload()
         self.ready.set()
-        await self.drain()
+        try:
+            await self.drain()
+        finally:
+            self.synced.set()
 
     async def _upload(self) -> None:
         m, store = self.machine, self.store
@@ -117,10 +126,11 @@ class E2EE:
         if fresh:
             store.put("uploaded", m.master.public if m.master else "")
 
-    async def wait_ready(self) -> bool:
-        if not self.ready.is_set():
+    async def wait_ready(self, *, synced: bool = False) -> bool:
+        ev = self.synced if synced else self.ready
+        if not ev.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), self.c.call_timeout)
+                await asyncio.wait_for(ev.wait(), self.c.call_timeout)
         return self.active
 
     # -- events ----------------------------------------------------------------------------
