@@ -421,7 +421,7 @@ def register(sub: Any) -> None:
     p.add_argument("query")
     p.add_argument("--chat", help="only this chat")
     p.add_argument("--limit", type=int, default=20)
-    p = leaf(sub, "verify", verify, "the safety number with someone (end-to-end encryption); --confirm marks them verified")
+    p = leaf(sub, "verify", verify, "the safety number with someone (E2EE); --confirm marks them verified")
     p.add_argument("handle")
     p.add_argument("--confirm", action="store_true", help="the numbers match: mark verified")
     leaf(sub, "status", status, "server, user, device, connection and outbox")
