@@ -17,6 +17,8 @@ from dari.storage.base import StoredEvent
 class Hub(Protocol):
     def deliver(self, user_ids: Sequence[int], frame: bytes, cursor: int | None) -> None: ...
 
+    def deliver_devices(self, device_ids: Sequence[int], frame: bytes) -> None: ...
+
     def drop_device(self, device_id: int) -> None: ...
 
     def online_users(self) -> set[int]: ...
@@ -79,6 +81,16 @@ class Bus:
     def ephemeral(self, user_ids: Sequence[int], event: str, payload: Any) -> None:
         if user_ids:
             self.deliver_local(user_ids, encode_event(event, payload), None)
+
+    def ephemeral_devices(self, device_ids: Sequence[int], event: str, payload: Any) -> None:
+        """A signal to some devices' sessions, not to their users' other devices; never stored (the
+        device asks for what it missed, e.g. todevice.fetch, when it connects)."""
+        if device_ids:
+            self.deliver_local_devices(device_ids, encode_event(event, payload))
+
+    def deliver_local_devices(self, device_ids: Sequence[int], frame: bytes) -> None:
+        if self.hub is not None:
+            self.hub.deliver_devices(device_ids, frame)
 
     def drop_device(self, device_id: int) -> None:
         if self.hub is not None:

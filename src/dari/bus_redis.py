@@ -26,7 +26,8 @@ MAX_CONNECTIONS = 64   # per process
 
 PRESENCE_EVERY_S = 2.0
 
-# (kind, origin node, payload): "d" deliveries [(recipients, frame, cursor)], "x" drop device
+# (kind, origin node, payload): "d" deliveries [(recipients, frame, cursor)], "x" drop device,
+# "v" a frame for some devices (device ids, frame)
 _Msg = tuple[str, str, Any]
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()
@@ -152,6 +153,12 @@ class RedisBus(Bus):
             self.deliver_local(user_ids, frame, None)
             self._queue(("d", self.node, [(list(user_ids), frame, None)]))
 
+    def ephemeral_devices(self, device_ids: Sequence[int], event: str, payload: Any) -> None:
+        if device_ids:
+            frame = encode_event(event, payload)
+            self.deliver_local_devices(device_ids, frame)
+            self._queue(("v", self.node, (list(device_ids), frame)))
+
     def drop_device(self, device_id: int) -> None:
         super().drop_device(device_id)
         self._queue(("x", self.node, device_id))
@@ -213,6 +220,9 @@ class RedisBus(Bus):
             self._sequence([(list(r), bytes(f), c) for r, f, c in body])
         elif kind == "x":
             super().drop_device(int(body))
+        elif kind == "v":
+            device_ids, frame = body
+            self.deliver_local_devices([int(d) for d in device_ids], bytes(frame))
 
     def _unhealthy(self, exc: BaseException) -> None:
         if self.healthy or self.failures == 0:

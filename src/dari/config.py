@@ -50,6 +50,7 @@ class Settings:
     media_expiry_kinds: str = ""        # per-kind override, e.g. "video:14,file:30,image:0"
     media_prune_interval_s: float = 3600.0
     default_stickers: bool = True       # import dari's own sticker pack on first start
+    todevice_queue_max: int = 10000     # queued to-device (E2EE key) messages kept per device; oldest dropped
     log_level: str = "info"
     log_json: bool = False
     demo: bool = False

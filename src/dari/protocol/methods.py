@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from dari.protocol.envelope import MAX_ATTACHMENTS, BlobRef, Envelope
 from dari.protocol.errors import DariError, ErrorCode
 
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9_.]{3,32}$", description="3-32 of a-z 0-9 _ .")]
@@ -150,12 +151,15 @@ class UserIds(P):
 
 class OpenDirect(P):
     user_id: Id
+    # True: the chat is end-to-end encrypted (an existing plaintext 1:1 chat is switched on).
+    e2ee: bool = False
 
 
 class CreateGroup(P):
     title: Title
     member_ids: Annotated[list[Id], Meta(max_length=1000)] = msgspec.field(default_factory=list)
     member_limit: Annotated[int, Meta(ge=2, le=100000)] | None = None
+    e2ee: bool = False
 
 
 OpenDescription = Annotated[str, Meta(max_length=500)]
@@ -213,15 +217,19 @@ class ChatRead(P):
 class MessageSend(P):
     chat_id: Id
     client_id: ClientId
-    text: Text
+    text: Text = ""
     reply_to: Seq | None = None
     mentions: Annotated[list[Id], Meta(max_length=100)] = msgspec.field(default_factory=list)
+    # End-to-end encrypted chats take an envelope instead of text, and the encrypted blobs it carries.
+    e2ee: Envelope | None = None
+    attachments: Annotated[list[BlobRef], Meta(max_length=MAX_ATTACHMENTS)] = msgspec.field(default_factory=list)
 
 
 class MessageEdit(P):
     chat_id: Id
     seq: Id
-    text: Text
+    text: Text = ""
+    e2ee: Envelope | None = None
 
 
 class MessageRef(P):
@@ -386,6 +394,7 @@ METHODS: dict[str, MethodSpec] = {
 # Media, stickers, stories, boards and moderation (issue 4), friend invites and the open-chat
 # directory (issue 13) add their methods from their own modules.
 import dari.protocol.content  # noqa: E402
+import dari.protocol.e2ee  # noqa: E402
 import dari.protocol.invites  # noqa: E402,F401
 
 _FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")

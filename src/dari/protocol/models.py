@@ -77,6 +77,7 @@ class MessageOut(msgspec.Struct):
     sender_name: str = ""
     attachment: dict[str, Any] | None = None   # media: blob_id, mime, size, width, ...; sticker: sticker_id, ...
     system: dict[str, Any] | None = None       # kind "system": event key and arguments (protocol/system_events.py)
+    e2ee: dict[str, Any] | None = None         # kind "encrypted": the Megolm envelope, as sent (docs/e2ee.md)
 
 
 class ChatSummary(msgspec.Struct):
@@ -92,6 +93,7 @@ class ChatSummary(msgspec.Struct):
     last_message: MessageOut | None = None
     link_code: str | None = None
     peer_id: int | None = None
+    e2ee: bool = False             # end-to-end encrypted (docs/e2ee.md)
 
 
 class ChatDetail(msgspec.Struct):
@@ -107,6 +109,7 @@ class ChatDetail(msgspec.Struct):
     listed: bool = False           # open chats: shown in the directory
     description: str = ""
     tags: list[str] = msgspec.field(default_factory=list)
+    e2ee: bool = False             # end-to-end encrypted (docs/e2ee.md)
 
 
 class HistoryPage(msgspec.Struct):

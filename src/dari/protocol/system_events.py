@@ -16,9 +16,10 @@ MEMBERS_INVITED = "members_invited"  # actor, users
 CHAT_RENAMED = "chat_renamed"        # actor, title
 MEMBER_LEFT = "member_left"          # actor
 MEMBER_REMOVED = "member_removed"    # actor (the owner), users (the one removed)
+E2EE_ENABLED = "e2ee_enabled"        # actor (who switched it on)
 
 EVENTS = (GROUP_CREATED, OPEN_CREATED, MEMBER_JOINED, MEMBERS_INVITED, CHAT_RENAMED, MEMBER_LEFT,
-          MEMBER_REMOVED)
+          MEMBER_REMOVED, E2EE_ENABLED)
 
 
 def person(user_id: int, name: str) -> dict[str, Any]:
@@ -50,6 +51,7 @@ _ENGLISH = {
     CHAT_RENAMED: "{actor} renamed the chat to \u201c{title}\u201d",
     MEMBER_LEFT: "{actor} left",
     MEMBER_REMOVED: "{actor} removed {users}",
+    E2EE_ENABLED: "Messages in this chat are now end-to-end encrypted",
 }
 
 

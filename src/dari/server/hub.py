@@ -58,6 +58,16 @@ class ConnectionHub:
                     s.push(frame, cursor)
                     self.delivered += 1
 
+    def deliver_devices(self, device_ids: Sequence[int], frame: bytes) -> None:
+        """An ephemeral frame to the sessions of these devices only (to-device signals, keys.low)."""
+        by_device = self.by_device
+        for did in device_ids:
+            sessions = by_device.get(did)
+            if sessions:
+                for s in tuple(sessions):
+                    s.push(frame, None)
+                    self.delivered += 1
+
     def drop_device(self, device_id: int) -> None:
         for s in list(self.by_device.get(device_id, ())):
             s.revoke()

@@ -19,6 +19,7 @@ from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import AuthResult, Me, ServerInfo
 from dari.services.core import Caller, Core, now_ms, user_devices_event
 from dari.services.devices import add_device
+from dari.services.e2ee_keys import has_keys, keys_audience, keys_changed
 from dari.services.moderation import check_not_suspended
 from dari.storage.base import Tx
 
@@ -268,6 +269,9 @@ class Accounts:
 
         def fn(tx: Tx) -> list[int]:
             devices = [r[0] for r in tx.all("SELECT id FROM devices WHERE user_id = ?", (caller.user_id,))]
+            if has_keys(tx, devices):
+                audience = keys_audience(tx, caller.user_id)[1:]
+                user_devices_event(tx, audience, "keys.changed", {"user_id": caller.user_id}, now)
             for (chat_id,) in tx.all(
                     "SELECT m.chat_id FROM members m JOIN chats c ON c.id = m.chat_id"
                     " WHERE m.user_id = ? AND m.active = 1 AND c.kind <> 'direct'", (caller.user_id,)):
@@ -296,9 +300,12 @@ class Accounts:
         now = now_ms()
 
         def fn(tx: Tx) -> None:
+            had_keys = has_keys(tx, [device_id])
             if not tx.execute("DELETE FROM devices WHERE id = ? AND user_id = ?", (device_id, caller.user_id)):
                 raise DariError(ErrorCode.NOT_FOUND, f"no device {device_id} on your account")
             user_devices_event(tx, [caller.user_id], "device.revoked", {"device_id": device_id}, now)
+            if had_keys:   # contacts stop encrypting to it (and rotate their group sessions)
+                keys_changed(tx, caller.user_id, now)
             tx.after_commit.append(lambda: self.forget_devices([device_id]))
 
         await self.core.db.write(fn)

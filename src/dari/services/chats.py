@@ -12,13 +12,14 @@ from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import ChatDetail, ChatSummary, Member
 from dari.services import timeline
 from dari.services.core import Caller, Core, is_blocked, now_ms, profile, user_devices_event
+from dari.services.e2ee_chats import turn_on
 from dari.services.listing import set_listing
 from dari.storage.base import Tx
 
 
 def chat_detail(tx: Tx, chat_id: int, viewer: int) -> ChatDetail:
-    row = tx.one("SELECT id, kind, title, owner_id, member_limit, last_seq, link_code, listed, description, tags"
-                 " FROM chats WHERE id = ?", (chat_id,))
+    row = tx.one("SELECT id, kind, title, owner_id, member_limit, last_seq, link_code, listed, description, tags,"
+                 " e2ee FROM chats WHERE id = ?", (chat_id,))
     if row is None:
         raise DariError(ErrorCode.NOT_FOUND, f"no chat {chat_id}")
     is_open = row[1] == "open"
@@ -37,7 +38,7 @@ def chat_detail(tx: Tx, chat_id: int, viewer: int) -> ChatDetail:
         peer = next((mb for mb in members if mb.user_id != viewer), None)
         title = peer.display_name if peer else "(left)"
     return ChatDetail(row[0], row[1], title, row[3], row[4], row[5], members, muted, row[6], bool(row[7]), row[8],
-                      row[9].split())
+                      row[9].split(), e2ee=bool(row[10]))
 
 
 def _add_member(tx: Tx, chat_id: int, user_id: int, now: int, role: str = "member",
@@ -122,16 +123,19 @@ class Chats:
             chat_id = tx.scalar("SELECT id FROM chats WHERE direct_key = ?", (key,))
             if chat_id is None:
                 chat_id = tx.scalar(
-                    "INSERT INTO chats (kind, member_limit, direct_key, last_activity, created_at)"
-                    " VALUES ('direct', 2, ?, ?, ?) RETURNING id", (key, now, now))
+                    "INSERT INTO chats (kind, member_limit, direct_key, last_activity, created_at, e2ee)"
+                    " VALUES ('direct', 2, ?, ?, ?, ?) RETURNING id", (key, now, now, p.e2ee))
                 for uid in (me, peer):
                     _add_member(tx, chat_id, uid, now)
                 if blocked:
                     tx.execute("UPDATE members SET active = 0 WHERE chat_id = ? AND user_id = ?", (chat_id, peer))
                 _joined(tx, chat_id, [me, peer], now, only=[me] if blocked else None)
-            elif timeline.member_row(tx, chat_id, me) is None:
-                _add_member(tx, chat_id, me, now)
-                _joined(tx, chat_id, [me], now, only=[me] if blocked else None)
+            else:
+                if timeline.member_row(tx, chat_id, me) is None:
+                    _add_member(tx, chat_id, me, now)
+                    _joined(tx, chat_id, [me], now, only=[me] if blocked else None)
+                if p.e2ee:
+                    turn_on(tx, chat_id, me, now)   # a plaintext 1:1 chat switches on; never off
             return chat_detail(tx, chat_id, me)
 
         return await self.core.db.write(fn)
@@ -149,8 +153,8 @@ class Chats:
             for uid in others:
                 profile(tx, uid)
             chat_id = tx.scalar(
-                "INSERT INTO chats (kind, title, owner_id, member_limit, last_activity, created_at)"
-                " VALUES ('group', ?, ?, ?, ?, ?) RETURNING id", (p.title, caller.user_id, limit, now, now))
+                "INSERT INTO chats (kind, title, owner_id, member_limit, last_activity, created_at, e2ee)"
+                " VALUES ('group', ?, ?, ?, ?, ?, ?) RETURNING id", (p.title, caller.user_id, limit, now, now, p.e2ee))
             _add_member(tx, chat_id, caller.user_id, now, role="owner")
             for uid in others:
                 _add_member(tx, chat_id, uid, now)
@@ -305,7 +309,7 @@ class Chats:
             out = []
             rows = tx.all(
                 "SELECT c.id, c.kind, c.title, c.last_seq, mb.read_seq, mb.muted, c.last_activity, c.link_code,"
-                " (SELECT count(*) FROM members x WHERE x.chat_id = c.id AND x.active = 1)"
+                " (SELECT count(*) FROM members x WHERE x.chat_id = c.id AND x.active = 1), c.e2ee"
                 " FROM members mb JOIN chats c ON c.id = mb.chat_id WHERE mb.user_id = ? AND mb.active = 1"
                 " ORDER BY c.last_activity DESC, c.id DESC", (caller.user_id,))
             # Someone this user blocked wrote to them: their 1:1 chats skip those messages.
@@ -332,7 +336,7 @@ class Chats:
                     chat_id=chat_id, kind=kind, title=title, last_seq=last_seq, read_seq=r[4],
                     unread=max(0, unread), muted=bool(r[5]), last_activity=r[6], member_count=r[8],
                     last_message=timeline.row_to_message(last) if last else None,
-                    link_code=r[7], peer_id=peer_id))
+                    link_code=r[7], peer_id=peer_id, e2ee=bool(r[9])))
             return out
 
         return await self.core.db.read(fn)

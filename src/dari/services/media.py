@@ -366,8 +366,13 @@ def prior_message(tx: Tx, sender_id: int, client_id: str, chat_id: int) -> Messa
 
 
 def check_can_send(tx: Tx, chat_id: int, user_id: int) -> None:
+    """A plaintext media or sticker message may go to this chat: a member, not end-to-end encrypted
+    (there the client encrypts the file and sends an envelope), and a 1:1 peer who still exists."""
     timeline.require_member(tx, chat_id, user_id)
-    if tx.scalar("SELECT kind FROM chats WHERE id = ?", (chat_id,)) == "direct":
+    chat = tx.one("SELECT kind, e2ee FROM chats WHERE id = ?", (chat_id,))
+    if chat is not None and chat[1]:
+        raise timeline.e2ee_mismatch(True)
+    if chat is not None and chat[0] == "direct":
         peer = tx.scalar("SELECT user_id FROM members WHERE chat_id = ? AND user_id <> ?", (chat_id, user_id))
         if peer is None:
             raise DariError(ErrorCode.FORBIDDEN, "the other person has deleted their account")

@@ -8,9 +8,10 @@ from typing import Any
 import msgspec
 
 from dari.protocol import methods as m
+from dari.protocol.envelope import Envelope
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import HistoryPage, MessageOut, SearchHit
-from dari.services import timeline
+from dari.services import media, timeline
 from dari.services.core import Caller, Core, now_ms
 from dari.storage.base import Tx
 
@@ -39,15 +40,16 @@ def _existing(tx: Tx, sender_id: int, client_id: str) -> MessageOut | None:
 
 
 _dec_attachment = msgspec.json.Decoder(dict[str, Any])
-EDITABLE = ("text", "image", "video", "voice", "file")   # a media message's text is its caption
+_enc = msgspec.json.Encoder()
+EDITABLE = ("text", "image", "video", "voice", "file", "encrypted")   # a media message's text is its caption
 UNSENDABLE = (*EDITABLE, "sticker")
 
 
 def _own_message(tx: Tx, chat_id: int, seq: int, user_id: int,
                  kinds: tuple[str, ...] = EDITABLE) -> tuple[Any, ...]:
     timeline.require_member(tx, chat_id, user_id)
-    row = tx.one("SELECT id, sender_id, kind, created_at, unsent, withheld_from FROM messages"
-                 " WHERE chat_id = ? AND seq = ?", (chat_id, seq))
+    row = tx.one("SELECT m.id, m.sender_id, m.kind, m.created_at, m.unsent, m.withheld_from, c.e2ee FROM messages m"
+                 " JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ? AND m.seq = ?", (chat_id, seq))
     if row is None or row[5] == user_id:
         raise DariError(ErrorCode.NOT_FOUND, f"no message {seq} in chat {chat_id}")
     if row[1] != user_id or row[2] not in kinds:
@@ -63,7 +65,10 @@ class Messages:
         self.core = core
 
     async def send(self, caller: Caller, p: m.MessageSend) -> MessageOut:
-        text = _check_text(p.text, self.core.settings.max_message_chars)
+        envelope, text = self._content(p.text, p.e2ee)
+        if p.attachments and envelope is None:
+            raise DariError(ErrorCode.INVALID_PARAMS, "attachments go with an encrypted message (e2ee);"
+                            " send media with message.send_media")
         now = now_ms()
 
         def fn(tx: Tx) -> MessageOut:
@@ -82,17 +87,46 @@ class Messages:
                 peer = facts.peer(caller.user_id)
                 if peer is None:
                     raise DariError(ErrorCode.FORBIDDEN, "the other person has deleted their account")
-            return timeline.append(tx, p.chat_id, caller.user_id, "text", text, now, client_id=p.client_id,
-                                   reply_to=p.reply_to, mentions=list(dict.fromkeys(p.mentions)), facts=facts)
+            if facts.e2ee != (envelope is not None):
+                raise timeline.e2ee_mismatch(facts.e2ee)
+            if p.attachments:
+                # The chat's members may then download these encrypted blobs (media.can_read).
+                media.attach(tx, caller.user_id, p.attachments, "chat", p.chat_id, now)
+            return timeline.append(tx, p.chat_id, caller.user_id, "text" if envelope is None else "encrypted", text,
+                                   now, client_id=p.client_id, reply_to=p.reply_to,
+                                   mentions=list(dict.fromkeys(p.mentions)), facts=facts, e2ee=envelope)
 
         return await self.core.db.write(fn)
 
+    def _content(self, text: str, envelope: Envelope | None) -> tuple[dict[str, Any] | None, str]:
+        """(envelope, text) of a send or edit: exactly one of them."""
+        if envelope is None:
+            return None, _check_text(text, self.core.settings.max_message_chars)
+        if text:
+            raise DariError(ErrorCode.INVALID_PARAMS, "send either text or an encrypted envelope (e2ee), not both")
+        return msgspec.to_builtins(envelope), ""
+
     async def edit(self, caller: Caller, p: m.MessageEdit) -> MessageOut:
-        text = _check_text(p.text, self.core.settings.max_message_chars)
+        envelope, text = self._content(p.text, p.e2ee)
         now = now_ms()
 
         def fn(tx: Tx) -> MessageOut:
             row = _own_message(tx, p.chat_id, p.seq, caller.user_id)
+            if bool(row[6]) != (envelope is not None):
+                raise timeline.e2ee_mismatch(bool(row[6]))
+            if envelope is not None:
+                if row[2] not in ("text", "encrypted"):
+                    raise DariError(ErrorCode.INVALID_PARAMS, "only a text message becomes an encrypted one",
+                                    {"reason": "not_editable"})
+                # A plaintext message from before the chat was encrypted leaves the search index too.
+                tx.execute("UPDATE messages SET kind = 'encrypted', text = '', search_extra = '', e2ee = ?,"
+                           " edited_at = ? WHERE id = ?", (_enc.encode(envelope).decode(), now, row[0]))
+                if tx.dialect == "sqlite":
+                    tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))
+                tx.emit("message.edited", {"chat_id": p.chat_id, "seq": p.seq, "text": "", "e2ee": envelope,
+                                           "edited_at": now},
+                        recipients=timeline.audience(tx, p.chat_id, p.seq), chat_id=p.chat_id, now=now)
+                return self._one(tx, p.chat_id, p.seq)
             tx.execute("UPDATE messages SET text = ?, edited_at = ? WHERE id = ?", (text, now, row[0]))
             if tx.dialect == "sqlite":
                 extra = tx.scalar("SELECT search_extra FROM messages WHERE id = ?", (row[0],)) or ""
@@ -115,7 +149,8 @@ class Messages:
                 raise DariError(ErrorCode.EXPIRED, f"messages can be unsent within "
                                 f"{self.core.settings.unsend_window_s} s of sending",
                                 {"reason": "unsend_window", "seconds": self.core.settings.unsend_window_s})
-            tx.execute("UPDATE messages SET unsent = 1, text = '', search_extra = '' WHERE id = ?", (row[0],))
+            tx.execute("UPDATE messages SET unsent = 1, text = '', search_extra = '', e2ee = NULL WHERE id = ?",
+                       (row[0],))
             tx.execute("DELETE FROM reactions WHERE chat_id = ? AND seq = ?", (p.chat_id, p.seq))
             if tx.dialect == "sqlite":
                 tx.execute("DELETE FROM message_fts WHERE rowid = ?", (row[0],))

@@ -17,6 +17,8 @@ from dari.services.content import ContentServices
 from dari.services.core import Caller, Core
 from dari.services.device_links import DeviceLinks
 from dari.services.devices import Devices
+from dari.services.e2ee_chats import E2eeChats
+from dari.services.e2ee_keys import Keys
 from dari.services.friend_invites import FriendInvites
 from dari.services.friends import Friends
 from dari.services.messages import Messages
@@ -25,6 +27,7 @@ from dari.services.presence import PresenceService
 from dari.services.reach import Reach
 from dari.services.relays import Relays
 from dari.services.sync import Sync
+from dari.services.todevice import ToDevice
 from dari.storage.base import Database, Tx
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
@@ -76,6 +79,12 @@ class Services:
             "friend.invite": inv.get, "friend.invite_rotate": inv.rotate, "friend.invite_revoke": inv.revoke,
             "friend.invite_preview": inv.preview, "friend.add_by_invite": inv.add,
             "chat.open_preview": od.preview, "chat.open_settings": od.settings, "chat.directory": od.search,
+        })
+        keys, todev = Keys(self.core), ToDevice(self.core)
+        self.handlers.update({
+            "keys.upload": keys.upload, "keys.query": keys.query, "keys.claim": keys.claim, "keys.count": keys.count,
+            "todevice.send": todev.send, "todevice.fetch": todev.fetch, "todevice.ack": todev.ack,
+            "chat.enable_e2ee": E2eeChats(self.core).enable,
         })
         self.content = ContentServices(self.core)
         self.handlers.update(self.content.handlers())

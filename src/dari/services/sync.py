@@ -10,6 +10,7 @@ import msgspec
 from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.protocol.models import Me, SyncBatch
+from dari.services import todevice
 from dari.services.accounts import _me
 from dari.services.batching import TickBatcher
 from dari.services.core import Caller, Core, now_ms
@@ -129,6 +130,7 @@ class Sync:
         cutoff = now_ms() - int(s.event_retention_days * 86400_000)
 
         def fn(tx: Tx) -> int:
+            todevice.prune(tx, now_ms())   # the to-device queue's own 30 days
             through = int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events WHERE created_at < ?", (cutoff,)))
             if s.event_retention_max > 0:
                 through = max(through, head(tx) - s.event_retention_max)

@@ -20,7 +20,7 @@ _dec_attachment = msgspec.json.Decoder(dict[str, Any])
 
 MESSAGE_COLUMNS = ("m.chat_id, m.seq, m.sender_id, m.kind, m.text, m.client_id, m.reply_to, m.mentions,"
                    " m.created_at, m.edited_at, m.unsent,"
-                   " COALESCE(mb.nickname, u.display_name, '(deleted)'), m.attachment")
+                   " COALESCE(mb.nickname, u.display_name, '(deleted)'), m.attachment, m.e2ee")
 # Hides 1:1 messages withheld from the viewer (sent by someone they blocked); one placeholder: the viewer.
 VISIBLE_TO = "(m.withheld_from IS NULL OR m.withheld_from <> ?)"
 MESSAGE_FROM = ("FROM messages m LEFT JOIN members mb ON mb.chat_id = m.chat_id AND mb.user_id = m.sender_id"
@@ -49,6 +49,7 @@ def row_to_message(r: Sequence[Any]) -> MessageOut:
     extra = _dec_attachment.decode(r[12]) if len(r) > 12 and r[12] and not unsent else None
     # A system message keeps its structured event in the attachment column (no other use there).
     is_system = str(r[3]) == "system"
+    envelope = _dec_attachment.decode(r[13]) if len(r) > 13 and r[13] and not unsent else None
     return MessageOut(
         chat_id=int(r[0]), seq=int(r[1]), sender_id=int(r[2]), kind=str(r[3]),
         text="" if unsent else str(r[4]), created_at=int(r[8]), client_id=str(r[5]),
@@ -56,7 +57,16 @@ def row_to_message(r: Sequence[Any]) -> MessageOut:
         mentions=_dec_ids.decode(str(r[7])),
         edited_at=None if r[9] is None else int(r[9]),
         unsent=unsent, sender_name=str(r[11]),
-        attachment=None if is_system else extra, system=extra if is_system else None)
+        attachment=None if is_system else extra, system=extra if is_system else None, e2ee=envelope)
+
+
+def e2ee_mismatch(chat_e2ee: bool) -> DariError:
+    """Plaintext sent to an end-to-end encrypted chat, or an envelope to a plaintext one."""
+    if chat_e2ee:
+        return DariError(ErrorCode.INVALID_PARAMS, "this chat is end-to-end encrypted: send an encrypted"
+                         " envelope (e2ee), not text, media or stickers", {"reason": "e2ee_required"})
+    return DariError(ErrorCode.INVALID_PARAMS, "this chat is not end-to-end encrypted: send text",
+                     {"reason": "e2ee_not_enabled"})
 
 
 def member_row(tx: Tx, chat_id: int, user_id: int) -> tuple[Any, ...] | None:
@@ -96,10 +106,10 @@ _MEMBERS_ACTIVE = _MEMBERS + " AND mb.active = 1"
 class ChatFacts:
     """What one append reads about its chat, read once, after the chat row is locked."""
 
-    __slots__ = ("kind", "last_seq", "rows")
+    __slots__ = ("e2ee", "kind", "last_seq", "rows")
 
-    def __init__(self, last_seq: int, kind: str, rows: list[tuple[Any, ...]]) -> None:
-        self.last_seq, self.kind, self.rows = last_seq, kind, rows
+    def __init__(self, last_seq: int, kind: str, rows: list[tuple[Any, ...]], e2ee: bool = False) -> None:
+        self.last_seq, self.kind, self.rows, self.e2ee = last_seq, kind, rows, e2ee
 
     def active_member(self, user_id: int) -> bool:
         return any(r[0] == user_id and r[3] for r in self.rows)
@@ -112,20 +122,21 @@ class ChatFacts:
 def load_chat(tx: Tx, chat_id: int, sender_id: int) -> ChatFacts | None:
     """Lock the chat row (PostgreSQL: FOR UPDATE, so sequence numbers stay gap-free, G3) and read its
     members: every member of a 1:1 chat, the active ones of a group."""
-    last = tx.one(f"SELECT last_seq, kind FROM chats WHERE id = ?{tx.for_update}", (chat_id,))
+    last = tx.one(f"SELECT last_seq, kind, e2ee FROM chats WHERE id = ?{tx.for_update}", (chat_id,))
     if last is None:
         return None
     kind = str(last[1])
     rows = tx.all(_MEMBERS if kind == "direct" else _MEMBERS_ACTIVE, (sender_id, chat_id))
-    return ChatFacts(int(last[0]), kind, rows)
+    return ChatFacts(int(last[0]), kind, rows, bool(last[2]))
 
 
 def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int, *,
            client_id: str = "", reply_to: int | None = None, mentions: Sequence[int] = (),
            attachment: dict[str, Any] | None = None, facts: ChatFacts | None = None,
-           system: dict[str, Any] | None = None) -> MessageOut:
+           system: dict[str, Any] | None = None, e2ee: dict[str, Any] | None = None) -> MessageOut:
     """Append one message. `facts` is `load_chat`'s answer when the caller already read it in this
-    transaction (nothing may change the chat or its members in between)."""
+    transaction (nothing may change the chat or its members in between). `e2ee` is an encrypted
+    message's envelope (kind "encrypted", text ""), stored as it came."""
     if facts is None:
         facts = load_chat(tx, chat_id, sender_id)
         if facts is None:
@@ -144,9 +155,10 @@ def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int,
     extra = search_extra(kind, attachment)
     mid = tx.insert_id(
         "INSERT INTO messages (chat_id, seq, sender_id, kind, text, client_id, reply_to, mentions, created_at,"
-        " attachment, withheld_from, search_extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " attachment, withheld_from, search_extra, e2ee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (chat_id, seq, sender_id, kind, text, client_id, reply_to, _enc.encode(list(mentions)).decode(), now,
-         None if (attachment or system) is None else _enc.encode(attachment or system).decode(), withheld, extra))
+         None if (attachment or system) is None else _enc.encode(attachment or system).decode(), withheld, extra,
+         None if e2ee is None else _enc.encode(e2ee).decode()))
     if tx.dialect == "sqlite" and kind in SEARCHABLE:
         tx.execute("INSERT INTO message_fts (rowid, text) VALUES (?, ?)", (mid, fts_text(text, extra)))
     rows = facts.rows
@@ -184,7 +196,7 @@ def append(tx: Tx, chat_id: int, sender_id: int, kind: str, text: str, now: int,
                                                           (sender_id,))
     msg = MessageOut(chat_id=chat_id, seq=seq, sender_id=sender_id, kind=kind, text=text, created_at=now,
                      client_id=client_id, reply_to=reply_to, mentions=list(mentions),
-                     unread=unread, sender_name=str(name or ""), attachment=attachment, system=system)
+                     unread=unread, sender_name=str(name or ""), attachment=attachment, system=system, e2ee=e2ee)
     tx.emit("message.new", msg, recipients=recipients, chat_id=chat_id, now=now)
     return msg
 

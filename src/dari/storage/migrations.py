@@ -6,6 +6,7 @@ SQL is written once with a few dialect words filled in, so both backends share o
 from __future__ import annotations
 
 from dari.storage import content_schema as cs
+from dari.storage import e2ee_schema
 from dari.storage.base import Tx
 
 _WORDS = {
@@ -242,6 +243,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (18, "search photo captions and file names", _SEARCH_MEDIA),
     (19, "board creation rights, board creators, sticker names",
      {d: cs.BOARD_RIGHTS.format(**w) for d, w in _WORDS.items()}),
+    (20, "end-to-end encryption: device keys, one-time keys, the to-device queue, encrypted chats",
+     {d: e2ee_schema.E2EE.format(**w) for d, w in _WORDS.items()}),
 ]
 
 

@@ -5,7 +5,7 @@
 import { language, t } from "./i18n.js";
 
 const EVENTS = new Set(["group_created", "open_created", "member_joined", "members_invited", "chat_renamed",
-  "member_left", "member_removed"]);
+  "member_left", "member_removed", "e2ee_enabled"]);
 
 function person(p) {
   return t("system.person", { name: p?.name || "?" });
