@@ -359,7 +359,7 @@ class Client:
         if self.cursor is None:
             self.cursor = info["cursor"]
         if self.e2ee is not None:
-            self._background(self.e2ee.start())
+            self.e2ee.session_opened()
         self._outbox_wake.set()
 
     def _fail_pending(self, why: str) -> None:
@@ -398,12 +398,9 @@ class Client:
                     self.token = None
                     self.revoked = True
                 if self.e2ee is not None:
-                    try:
-                        if not self.e2ee.on_event(frame.event, frame.payload):
-                            continue   # keys and to-device: handled inside, not the app's business
-                    except Exception:
-                        log.exception("E2EE could not process %s", frame.event)
-                self._events.put_nowait(Event(frame.event, frame.payload, frame.cursor))
+                    self.e2ee.on_frame(Event(frame.event, frame.payload, frame.cursor))
+                else:
+                    self._events.put_nowait(Event(frame.event, frame.payload, frame.cursor))
             else:
                 fut = self._pending.pop(frame.id, None) if frame.id is not None else None
                 if fut is None or fut.done():
@@ -473,6 +470,10 @@ class Client:
             e.approved(int(result["device_id"]))
         elif method == "message.search" and isinstance(result, list) and e.active:
             local = await e.search(str(params.get("query", "")), params.get("chat_id"), int(params.get("limit", 20)))
+            if any(h["chat_id"] not in e.chats for h in local):
+                e.decrypt_result("chat.list", await self._plain_call("chat.list", {}))
+                for h in local:
+                    h["chat_title"] = (e.chats.get(h["chat_id"]) or {}).get("title", "")
             seen = {(h["chat_id"], h["seq"]) for h in result}
             merged = result + [h for h in local if (h["chat_id"], h["seq"]) not in seen]
             merged.sort(key=lambda h: -int(h.get("created_at") or 0))

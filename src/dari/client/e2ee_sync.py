@@ -9,10 +9,12 @@ uses the Client's plain calls, never the intercepted ones.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from dari.client.e2ee.codec import b64d, b64e, canonical
@@ -22,7 +24,7 @@ from dari.client.e2ee.store import CryptoStore
 from dari.protocol.errors import DariError, ErrorCode
 
 if TYPE_CHECKING:
-    from dari.client.client import Client
+    from dari.client.client import Client, Event
 
 log = logging.getLogger("dari.e2ee")
 INTERNAL_EVENTS = {"keys.changed", "keys.low", "todevice.pending"}
@@ -56,6 +58,8 @@ class E2EE:
         self._chat_locks: dict[int, asyncio.Lock] = {}
         self._link_parts: dict[int, dict[int, dict[str, Any]]] = {}
         self.linked = asyncio.Event()
+        self._gating = 0
+        self._held: collections.deque[Event] = collections.deque()
         self.transfers_sent: list[int] = []
 
     # -- setup -----------------------------------------------------------------------------
@@ -134,14 +138,51 @@ class E2EE:
         return self.active
 
     # -- events ----------------------------------------------------------------------------
-    def on_event(self, name: str, payload: Any) -> bool:
-        """Decrypt in place; False for our own internal events (handled here, not shown to the app)."""
-        if name in INTERNAL_EVENTS:
-            if self.machine is not None and self.disabled is None:
-                self.c._background(self._internal(name, payload if isinstance(payload, dict) else {}))
-            return False
+    def session_opened(self) -> None:
+        """Hold the app's events until our keys are up and queued to-device messages are in, so
+        messages replayed at session.open decrypt at once."""
+        self._gating += 1
+        self.c._background(self._gated(self.start()))
+
+    def on_frame(self, ev: Event) -> None:
+        """Every event from the server, in order. Keys and to-device events are ours (handled here,
+        not shown to the app). The server queues a room key before the message it opens, so while
+        a `todevice.pending` is being drained later events wait, in order, and then decrypt."""
+        if ev.name in INTERNAL_EVENTS:
+            p = ev.payload if isinstance(ev.payload, dict) else {}
+            if ev.name == "todevice.pending":
+                self._gating += 1
+                self.c._background(self._gated(self._internal(ev.name, p)))
+            elif self.machine is not None and self.disabled is None:
+                self.c._background(self._internal(ev.name, p))
+            return
+        if self._gating or self._held:
+            self._held.append(ev)
+            return
+        self._pass(ev)
+
+    def _pass(self, ev: Event) -> None:
+        try:
+            self.on_event(ev.name, ev.payload)
+        except Exception:
+            log.exception("E2EE could not process %s", ev.name)
+        self.c._events.put_nowait(ev)
+
+    async def _gated(self, work: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(work, self.c.call_timeout)
+        except Exception as exc:     # the events go on regardless
+            log.debug("E2EE: %s", exc)
+        finally:
+            self._gating -= 1
+            if not self._gating:
+                while self._held and not self._gating:
+                    self._pass(self._held.popleft())
+
+    def on_event(self, name: str, payload: Any) -> None:
+        """Decrypt an app event in place and keep the caches current."""
         if not isinstance(payload, dict):
-            return True
+            return
         chat_id = payload.get("chat_id")
         if name == "message.new":
             if payload.get("kind") == "system" and isinstance(chat_id, int):
@@ -155,7 +196,6 @@ class E2EE:
             self.store.unindex(chat_id, int(payload.get("seq") or 0))
         elif name in ("chat.members", "chat.left", "chat.removed") and isinstance(chat_id, int):
             self.members.pop(chat_id, None)
-        return True
 
     async def _internal(self, name: str, p: dict[str, Any]) -> None:
         try:

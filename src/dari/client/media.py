@@ -153,6 +153,7 @@ async def send_encrypted(c: Client, chat_id: int, src: bytes | str, *, caption: 
 
     assert c.e2ee is not None
     data, fname, mime = _source(src, name)
+    mime = mime or mimetypes.guess_type(fname)[0] or ""
     kind = kind or _kind_of(mime)
     att: dict[str, Any] = {"kind": kind, "mime": mime or "application/octet-stream", "name": fname[:255]}
     blobs: list[str] = []
