@@ -392,8 +392,8 @@ class Client:
                     if self.cursor is not None and frame.cursor <= self.cursor:
                         continue   # already seen: a replay overlapping a live delivery
                     self.cursor = frame.cursor
-                if frame.event == "session.live":
-                    self._live.set()
+                if frame.event == "session.live" and self.e2ee is None:
+                    self._live.set()   # with E2EE, once the events before it reached the queue
                 elif frame.event == "session.revoked":
                     self.token = None
                     self.revoked = True

@@ -141,6 +141,8 @@ class E2EE:
     def session_opened(self) -> None:
         """Hold the app's events until our keys are up and queued to-device messages are in, so
         messages replayed at session.open decrypt at once."""
+        if self.disabled is not None:
+            return
         self._gating += 1
         self.c._background(self._gated(self.start()))
 
@@ -167,6 +169,8 @@ class E2EE:
         except Exception:
             log.exception("E2EE could not process %s", ev.name)
         self.c._events.put_nowait(ev)
+        if ev.name == "session.live":
+            self.c._live.set()   # wait_live() still means: everything replayed is in the queue
 
     async def _gated(self, work: Awaitable[None]) -> None:
         try:
