@@ -52,13 +52,15 @@ async def _log_in(ctx: Ctx, signup: bool) -> int:
     device = _device_name(a)
     from dari.client import Client
 
-    c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT)
+    c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT, crypto_path=prof.crypto_path)
     ctx.client = c
     if signup:
         res = await c.signup(handle, a.name or handle, password, device_name=device, phone=a.phone,
                              region=a.region, device_kind="cli")
     else:
         res = await c.login(handle, password, device_name=device, device_kind="cli")
+    if c.e2ee is not None:
+        await c.e2ee.wait_ready()   # this device's keys are on the server before the command ends
     prof.adopt(res, device)
     prof.cursor = c.cursor   # `dari watch` starts from the moment of login
     prof.save()
@@ -237,6 +239,27 @@ async def search(ctx: Ctx) -> None:
         if hits else "no matches"))
 
 
+async def verify(ctx: Ctx) -> int:
+    """The safety number with someone: compare it in person (or scan the QR payload); --confirm pins
+    their master key as verified, so a change is flagged until you verify again."""
+    user = await user_ref(ctx, ctx.args.handle)
+    c = await ctx.connect()
+    info = await (c.verify_user(user["user_id"]) if ctx.args.confirm else c.safety_number(user["user_id"]))
+    groups = info["safety_number"].split(" ")
+
+    def human() -> None:
+        ctx.out.print(Text(f"safety number with {clean(user['display_name'])} (@{user['handle']}):"))
+        for i in range(0, 12, 4):
+            ctx.out.print("  " + "  ".join(groups[i:i + 4]), markup=False)
+        state = "verified" if info["verified"] else "not verified (compare the numbers, then --confirm)"
+        if info.get("changed") and not info["verified"]:
+            state = "their security code CHANGED since you first saw it; compare again, then --confirm"
+        ctx.out.print(Text(state, style="green" if info["verified"] else "yellow"))
+        ctx.out.print(Text(f"QR: {info['qr']}", style="dim"))
+    ctx.emit({**info, "handle": user["handle"]}, human)
+    return 0
+
+
 async def status(ctx: Ctx) -> int:
     prof = ctx.profile
     info: dict[str, Any] = {"profile": prof.name, "path": str(prof.path), "server": prof.server,
@@ -398,6 +421,9 @@ def register(sub: Any) -> None:
     p.add_argument("query")
     p.add_argument("--chat", help="only this chat")
     p.add_argument("--limit", type=int, default=20)
+    p = leaf(sub, "verify", verify, "the safety number with someone (E2EE); --confirm marks them verified")
+    p.add_argument("handle")
+    p.add_argument("--confirm", action="store_true", help="the numbers match: mark verified")
     leaf(sub, "status", status, "server, user, device, connection and outbox")
     ob = sub.add_parser("outbox", help="messages waiting to be sent").add_subparsers(dest="sub", required=True)
     leaf(ob, "list", outbox_list, "queued and refused messages (works offline)")

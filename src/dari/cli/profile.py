@@ -4,6 +4,7 @@
         profile.json             server URL, user, device id, last event cursor
         token                    the device token, mode 0600
         outbox.db                the SDK's on-disk outbox (G7)
+        crypto-U-D.db (+ .key)   end-to-end encryption keys of device D of user U, local search index
 
 A profile is a device: logging in on a second profile registers a second device of the account,
 the way a phone and a PC are two devices.
@@ -139,6 +140,11 @@ class Profile:
     @property
     def outbox_path(self) -> str:
         return str(self.path / "outbox.db")
+
+    @property
+    def crypto_path(self) -> str:
+        """The E2EE store, one per device (the SDK fills in the ids once logged in)."""
+        return str(self.path / "crypto-{user_id}-{device_id}.db")
 
     def has_outbox(self) -> bool:
         return (self.path / "outbox.db").exists()
