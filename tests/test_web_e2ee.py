@@ -193,7 +193,8 @@ async def test_encrypted_photos_both_ways_and_a_tampered_envelope(server: Server
     await expect(message(alice, "this one gets altered")).to_be_visible(timeout=T)
     seq = (await sdk_message(bob, chat_id, lambda m: m["text"] == "this one gets altered"))["seq"]
     with sqlite3.connect(server.data_dir / "dari.db", timeout=30) as db:
-        env = json.loads(db.execute("SELECT e2ee FROM messages WHERE chat_id = ? AND seq = ?", (chat_id, seq)).fetchone()[0])
+        row = db.execute("SELECT e2ee FROM messages WHERE chat_id = ? AND seq = ?", (chat_id, seq)).fetchone()
+        env = json.loads(row[0])
         ct = env["ciphertext"]
         env["ciphertext"] = ct[:20] + ("A" if ct[20] != "A" else "B") + ct[21:]
         db.execute("UPDATE messages SET e2ee = ? WHERE chat_id = ? AND seq = ?", (json.dumps(env), chat_id, seq))
@@ -236,8 +237,10 @@ async def test_safety_numbers_match_the_sdk_and_local_search_finds_korean(server
     sdk = await bob.safety_number(alice_id)
     assert shown == re.sub(r"\D", "", str(sdk["safety_number"]))
     assert len(shown or "") == 60
-    await expect(alice.locator("#dialog .safety-qr")).to_have_attribute("src", re.compile(r"^/qr/verify\.svg\?d=dari-verify"))
-    qr = await alice.evaluate("async () => (await fetch(document.querySelector('#dialog .safety-qr').src)).status")
+    await expect(alice.locator("#dialog .safety-qr")).to_have_attribute(
+        "src", re.compile(r"^/qr/verify\.svg\?d=dari-verify"))
+    qr = await alice.evaluate("async () => (await fetch(document.querySelector('#dialog .safety-qr').src))"
+                              ".status")
     assert qr == 200
     await expect(alice.locator("#dialog .safety-status")).to_have_text("Not verified yet")
     await alice.locator("#dialog .safety-verify").click()

@@ -307,6 +307,13 @@ export class E2ee extends EventTarget {
     this._emit("roomkey", { chat_id: meta.chat_id, session_id: meta.session_id });
   }
 
+  // Who the session of this envelope came from (message.edited events name no sender; the
+  // server lets only the author edit, and the session's sender was verified over Olm).
+  async senderOf(env) {
+    await this.start();
+    return (await this._inboundFor(env?.sender_key, env?.session_id))?.meta.sender_id ?? null;
+  }
+
   async _inboundFor(senderKey, sessionId) {
     const key = `${senderKey}|${sessionId}`;
     if (!this.inbound.has(key)) {

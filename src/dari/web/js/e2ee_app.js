@@ -146,11 +146,19 @@ export class E2eeApp {
         break;
       case "message.edited":
         if (p?.e2ee) {
-          const sender = p.sender_id ?? this.app.chat.timelines.get(p.chat_id)?.msgs.get(p.seq)?.sender_id;
+          const sender = p.sender_id ?? this.app.chat.timelines.get(p.chat_id)?.msgs.get(p.seq)?.sender_id
+            ?? await this.core.senderOf(p.e2ee).catch(() => null);
           return { ...d, payload: await this.decryptMsg({ ...p, sender_id: sender }) };
         }
         break;
-      case "todevice.pending": this.core.pullToDevice(); break;
+      // todevice.pending is not replayed after a reconnect: look once the session is live.
+      case "todevice.pending": case "session.live": this.core.pullToDevice(); break;
+      case "chat.e2ee":
+        if (p?.e2ee) {
+          this.markE2ee(p.chat_id);
+          if (p.chat_id === this.app.chat.chatId) this.app.chat.renderHeader();
+        }
+        break;
       case "keys.changed": this.core.forget(p.user_id); break;
       case "keys.low": this.core.topUp(); break;
       case "chat.members":
