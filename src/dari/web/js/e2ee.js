@@ -428,11 +428,51 @@ export class E2ee extends EventTarget {
     let content;
     try { content = JSON.parse(r.plaintext); } catch { return { ok: false, reason: "tampered" }; }
     if (!content || content.chat_id !== chatId) return { ok: false, reason: "wrong_chat" };
-    const slot = `${env.session_id}|${r.index}`;
-    const used = await this.store.get("seen", slot);
+    const seen = await this._seenOf(env.session_id);
+    const used = seen.get(r.index);
     if (used && used !== ident) return { ok: false, reason: "replayed" };
-    if (!used) await this.store.put("seen", slot, ident);
+    if (!used) {
+      seen.set(r.index, ident);
+      this._later(["seen", `${env.session_id}|${r.index}`, ident]);
+    }
     return { ok: true, content };
+  }
+
+  async flushLater() {
+    if (!this._batchTimer) return;
+    clearTimeout(this._batchTimer);
+    this._batchTimer = null;
+    const ops = this._batch;
+    this._batch = [];
+    await this.store.write(ops);
+  }
+
+  // Megolm indices already used, per session: read once, then kept in memory (a burst of messages
+  // costs no read each).
+  async _seenOf(sessionId) {
+    this._seen ||= new Map();
+    let m = this._seen.get(sessionId);
+    if (!m) {
+      const prefix = `${sessionId}|`;
+      const range = E2eeStore.prefix(prefix);
+      const [keys, values] = await Promise.all([this.store.keys("seen", range), this.store.getAll("seen", range)]);
+      m = this._seen.get(sessionId) || new Map(keys.map((k, i) => [Number(k.slice(prefix.length)), values[i]]));
+      this._seen.set(sessionId, m);
+    }
+    return m;
+  }
+
+  // Writes that are not olm state (replay marks, the search index) go out in batches, one
+  // transaction per burst of messages.
+  _later(...ops) {
+    (this._batch ||= []).push(...ops);
+    if (this._batchTimer) return;
+    this._batchTimer = setTimeout(() => {
+      const ops = this._batch;
+      this._batch = [];
+      this._batchTimer = null;
+      this.store.write(ops).catch((err) => console.warn("e2ee: batch not written", err));
+    }, 100);
   }
 
   // -- device link ------------------------------------------------------------------------
@@ -541,27 +581,33 @@ export class E2ee extends EventTarget {
   async index(msg) {
     if (!this.store || !msg.text) return;
     const id = `${msg.chat_id}:${msg.seq}`;
-    const old = await this.store.get("texts", id);
-    if (old?.text === msg.text) return;
+    this._indexed ||= new Map();
+    if (this._indexed.get(id) === msg.text) return;
+    const old = this._indexed.has(id) ? null : await this.store.get("texts", id);
+    const before = this._indexed.get(id) ?? old?.text;
+    this._indexed.set(id, msg.text);
+    if (before === msg.text) return;
     const gs = grams(msg.text);
-    const ops = (old?.grams || []).map((g) => ["grams", `${g}|${id}`, undefined]);
+    const ops = (before ? grams(before) : []).map((g) => ["grams", `${g}|${id}`, undefined]);
     ops.push(...gs.map((g) => ["grams", `${g}|${id}`, 1]));
     ops.push(["texts", id, { chat_id: msg.chat_id, seq: msg.seq, text: msg.text, created_at: msg.created_at,
       sender_id: msg.sender_id, kind: msg.kind, grams: gs }]);
-    await this.store.write(ops);
+    this._later(...ops);
   }
 
   async unindex(chatId, seq) {
     if (!this.store) return;
     const id = `${chatId}:${seq}`;
-    const old = await this.store.get("texts", id);
-    if (!old) return;
-    await this.store.write([...old.grams.map((g) => ["grams", `${g}|${id}`, undefined]), ["texts", id, undefined]]);
+    const text = this._indexed?.get(id) ?? (await this.store.get("texts", id))?.text;
+    this._indexed?.delete(id);
+    if (!text) return;
+    this._later(...grams(text).map((g) => ["grams", `${g}|${id}`, undefined]), ["texts", id, undefined]);
   }
 
   // Messages of E2EE chats this device decrypted whose text contains `query` (newest first).
   async search(query, { chatId = null, limit = 50 } = {}) {
     if (!this.store) return [];
+    await this.flushLater();
     const q = query.trim().toLowerCase();
     const gs = grams(q);
     if (!gs.length) return [];

@@ -8,6 +8,7 @@ import { E2ee } from "./e2ee.js";
 import { decryptFile, encryptFile, safetyNumber } from "./e2ee_util.js";
 import { t } from "./i18n.js";
 import { MEDIA_KINDS } from "./media.js";
+import { DariError } from "./session.js";
 import { $, dialog, el, errorText, toast } from "./ui.js";
 
 const SENDS = new Set(["message.send", "message.edit", "message.send_media", "message.send_sticker"]);
@@ -65,14 +66,27 @@ export class E2eeApp {
       const d = this.app.chat.details.get(item.chat_id) || (this.app.chats.has(item.chat_id) ? null : await this.detail(item.chat_id));
       if (!d?.e2ee) return params;
     }
+    this.checkLength(item.text);
     const e2ee = await this.encryptFor(item.chat_id, { type: "text", text: item.text, client_id: item.client_id });
     return { chat_id: item.chat_id, client_id: item.client_id, e2ee, reply_to: params.reply_to, mentions: params.mentions };
+  }
+
+  // The server cannot count the characters of an encrypted text: the page holds to the same limit
+  // and says so the same way.
+  checkLength(text) {
+    const limit = this.app.serverInfo?.max_message_chars;
+    const n = [...text].length;
+    if (limit && n > limit) {
+      throw new DariError("limit_exceeded", `message is ${n} characters; the limit is ${limit}`,
+        { reason: "message_too_long", length: n, limit });
+    }
   }
 
   // message.edit params: in an E2EE chat the new text goes encrypted (a caption's edit carries the
   // attachment, so that the message stays a photo wherever the edit replaces what was stored).
   async editParams(chatId, seq, text) {
     if (!this.isE2ee(chatId)) return { chat_id: chatId, seq, text };
+    this.checkLength(text);
     const attachment = this.raw.get(`${chatId}:${seq}`);
     return { chat_id: chatId, seq, e2ee: await this.encryptFor(chatId, { type: "edit", text, attachment }) };
   }
