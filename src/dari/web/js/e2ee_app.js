@@ -13,6 +13,7 @@ import { $, dialog, el, errorText, toast } from "./ui.js";
 
 const SENDS = new Set(["message.send", "message.edit", "message.send_media", "message.send_sticker"]);
 const REENCODE = new Set(["image/jpeg", "image/png", "image/webp"]);
+const THUMB = 320;
 
 export class E2eeApp {
   constructor(app) {
@@ -95,16 +96,18 @@ export class E2eeApp {
     const pack = sticker.pack_id ?? (this.app.stickers.packs || [])
       .find((p) => (p.stickers || []).some((x) => x.sticker_id === sticker.sticker_id))?.pack_id;
     const attachment = { sticker_id: sticker.sticker_id, pack_id: pack, emoji: sticker.emoji || "",
-      blob_id: sticker.blob_id, width: sticker.width, height: sticker.height };
+      name: sticker.name, blob_id: sticker.blob_id, width: sticker.width, height: sticker.height };
     const e2ee = await this.encryptFor(chatId, { type: "sticker", attachment });
     return this.session.call("message.send", { chat_id: chatId, client_id: clientId, e2ee, reply_to: replyTo ?? undefined },
       { wait: 60000 });
   }
 
   // A file for an E2EE chat: photos re-encoded through a canvas (no EXIF/GPS left), then
-  // AES-256-GCM; returns the ciphertext to upload and the attachment to put in the message.
-  // No thumbnail is sent: the receiver decrypts the photo itself (one blob, one key).
+  // AES-256-GCM; returns the ciphertext to upload and the attachment to put in the message. A photo
+  // also gets a thumbnail (at most THUMB px a side), encrypted with its own key, as the SDK does:
+  // the server can no longer make one.
   async prepareFile(file, kind) {
+    let thumb = null;
     let bytes = new Uint8Array(await file.arrayBuffer());
     let mime = file.type || "application/octet-stream";
     const att = { kind: kind || kindOf(mime), mime, name: (file.name || "file").slice(0, 255) };
@@ -121,20 +124,30 @@ export class E2eeApp {
           mime = att.mime = out.type;
           if (mime === "image/jpeg") att.name = att.name.replace(/\.(png|webp|jpe?g)$/i, "") + ".jpg";
         }
+        const scale = Math.min(1, THUMB / Math.max(bmp.width, bmp.height));
+        const tw = Math.max(1, Math.round(bmp.width * scale));
+        const th = Math.max(1, Math.round(bmp.height * scale));
+        const tc = new OffscreenCanvas(tw, th);
+        tc.getContext("2d").drawImage(bmp, 0, 0, tw, th);
+        const tenc = await encryptFile(new Uint8Array(await (await tc.convertToBlob({ type: "image/jpeg", quality: 0.8 })).arrayBuffer()));
+        thumb = { meta: { key: tenc.key, iv: tenc.iv, sha256: tenc.sha256, width: tw, height: th },
+          upload: new File([tenc.data], "encrypted", { type: "application/octet-stream" }) };
         bmp.close();
       }
     }
     const enc = await encryptFile(bytes);
     Object.assign(att, { key: enc.key, iv: enc.iv, sha256: enc.sha256, size: bytes.length });
-    return { att, upload: new File([enc.data], "encrypted.bin", { type: "application/octet-stream" }) };
+    return { att, thumb, upload: new File([enc.data], "encrypted", { type: "application/octet-stream" }) };
   }
 
   async sendMedia(job) {
     const att = { ...job.prepared.att, blob_id: job.blob.blob_id };
     if (job.durationMs) att.duration_ms = job.durationMs;
+    if (job.thumbBlob) att.thumb = { ...job.prepared.thumb.meta, blob_id: job.thumbBlob.blob_id };
     const e2ee = await this.encryptFor(job.chatId, { type: "media", text: job.caption || "", attachment: att });
     return this.session.call("message.send", { chat_id: job.chatId, client_id: job.clientId, e2ee,
-      reply_to: job.replyTo ?? undefined, attachments: [att.blob_id] }, { wait: 60000 });
+      reply_to: job.replyTo ?? undefined, attachments: [att.blob_id, att.thumb?.blob_id].filter(Boolean) },
+    { wait: 60000 });
   }
 
   // -- incoming ---------------------------------------------------------------------------
@@ -211,8 +224,10 @@ export class E2eeApp {
 
   mediaAttachment(a) {
     this.app.media.keys.set(a.blob_id, { key: a.key, iv: a.iv, mime: a.mime || "" });
+    const t = a.thumb && typeof a.thumb === "object" && a.thumb.blob_id ? a.thumb : null;
+    if (t) this.app.media.keys.set(t.blob_id, { key: t.key, iv: t.iv, mime: "image/jpeg" });
     return { blob_id: a.blob_id, name: a.name, size: a.size, width: a.width, height: a.height,
-      duration_ms: a.duration_ms, type: a.mime, e2ee: true };
+      duration_ms: a.duration_ms, type: a.mime, thumb_blob: t?.blob_id ?? null, e2ee: true };
   }
 
   stickerAttachment(a) {
@@ -223,7 +238,8 @@ export class E2eeApp {
         if (hit) s = { ...hit, ...a, blob_id: hit.blob_id };
       }
     }
-    return { sticker_id: s.sticker_id, pack_id: s.pack_id, emoji: s.emoji, blob_id: s.blob_id, width: s.width, height: s.height };
+    return { sticker_id: s.sticker_id, pack_id: s.pack_id, emoji: s.emoji, name: s.name, blob_id: s.blob_id,
+      width: s.width, height: s.height };
   }
 
   // A key arrived: decrypt again what waited for it, in the open timelines and the chat list.

@@ -185,7 +185,10 @@ export class Media {
       const [w, h] = fitBox(a.width, a.height, 260, 300);
       const btn = el("button.media-thumb", { type: "button", dataset: { act: "view-media" },
         "aria-label": t("media.open_photo") });
-      btn.append(this.img(a.blob_id, { thumb: !!a.thumbnail_id, alt: msg.text || t("media.kind_image"), width: w, height: h }));
+      const alt = msg.text || t("media.kind_image");
+      // An E2EE photo's thumbnail is a blob of its own (encrypted by the sender); else the server's.
+      btn.append(a.thumb_blob ? this.img(a.thumb_blob, { alt, width: w, height: h })
+        : this.img(a.blob_id, { thumb: !!a.thumbnail_id, alt, width: w, height: h }));
       return btn;
     }
     if ((msg.kind === "video" || msg.kind === "voice") && a.blob_id) return this.player(a, msg.kind, `${msg.seq}:${a.blob_id}`);
@@ -371,6 +374,7 @@ export class Media {
       // E2EE chats: the bytes are encrypted here (photos re-encoded first) and the server gets ciphertext.
       if (this.app.e2ee.isE2ee(job.chatId)) job.prepared ??= await this.app.e2ee.prepareFile(job.file, job.kind);
       job.blob ??= await this.upload(job.prepared?.upload || job.file, job);
+      if (job.prepared?.thumb) job.thumbBlob ??= await this.upload(job.prepared.thumb.upload, { ...job, id: `${job.id}/thumb` });
       job.state = "sending";
       this.renderTray();
       const msg = await this.sendMedia(job);
