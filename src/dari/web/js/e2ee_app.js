@@ -135,6 +135,7 @@ export class E2eeApp {
         bmp.close();
       }
     }
+    if (att.kind === "video" || att.kind === "voice") Object.assign(att, await probeMedia(file, att.kind === "video"));
     const enc = await encryptFile(bytes);
     Object.assign(att, { key: enc.key, iv: enc.iv, sha256: enc.sha256, size: bytes.length });
     return { att, thumb, upload: new File([enc.data], "encrypted", { type: "application/octet-stream" }) };
@@ -142,7 +143,7 @@ export class E2eeApp {
 
   async sendMedia(job) {
     const att = { ...job.prepared.att, blob_id: job.blob.blob_id };
-    if (job.durationMs) att.duration_ms = job.durationMs;
+    if (job.durationMs) att.duration_ms = Math.round(job.durationMs);
     if (job.thumbBlob) att.thumb = { ...job.prepared.thumb.meta, blob_id: job.thumbBlob.blob_id };
     const e2ee = await this.encryptFor(job.chatId, { type: "media", text: job.caption || "", attachment: att });
     return this.session.call("message.send", { chat_id: job.chatId, client_id: job.clientId, e2ee,
@@ -372,6 +373,31 @@ export class E2eeApp {
       console.warn("local search failed", err);
       return [];
     }
+  }
+}
+
+// Length (and a video's size) read by the browser, as the server would have from the bytes. A
+// recorded WebM has no length in its header until the element seeks to its end.
+async function probeMedia(blob, video) {
+  const url = URL.createObjectURL(blob);
+  const m = document.createElement(video ? "video" : "audio");
+  m.preload = "metadata";
+  m.muted = true;
+  const until = (setup, ms = 5000) => new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    setup(() => { clearTimeout(timer); resolve(); });
+  });
+  try {
+    await until((done) => { m.onloadedmetadata = done; m.onerror = done; m.src = url; });
+    if (m.duration === Infinity) await until((done) => { m.ondurationchange = done; m.currentTime = 1e101; });
+    const out = {};
+    if (Number.isFinite(m.duration) && m.duration > 0) out.duration_ms = Math.round(m.duration * 1000);
+    if (video && m.videoWidth) Object.assign(out, { width: m.videoWidth, height: m.videoHeight });
+    return out;
+  } finally {
+    m.removeAttribute("src");
+    m.load();
+    URL.revokeObjectURL(url);
   }
 }
 
