@@ -35,7 +35,8 @@ Progress = Callable[[int, int], None]
 
 def _source(src: bytes | str, name: str | None) -> tuple[bytes, str, str]:
     if isinstance(src, bytes):
-        return src, name or "file", ""
+        # The name's extension says what the bytes are (E2EE: the server cannot look at them).
+        return src, name or "file", (mimetypes.guess_type(name)[0] or "") if name else ""
     with open(src, "rb") as fh:
         data = fh.read()
     fname = name or os.path.basename(src)

@@ -578,30 +578,33 @@ export class E2ee extends EventTarget {
   }
 
   // -- local search -----------------------------------------------------------------------
+  // A message's text and its file's name, as the server indexes captions and names of plaintext chats.
   async index(msg) {
-    if (!this.store || !msg.text) return;
+    const name = msg.attachment?.name && msg.kind !== "sticker" ? msg.attachment.name : "";
+    const doc = [msg.text, name].filter(Boolean).join(" ");
+    if (!this.store || !doc) return;
     const id = `${msg.chat_id}:${msg.seq}`;
     this._indexed ||= new Map();
-    if (this._indexed.get(id) === msg.text) return;
+    if (this._indexed.get(id) === doc) return;
     const old = this._indexed.has(id) ? null : await this.store.get("texts", id);
-    const before = this._indexed.get(id) ?? old?.text;
-    this._indexed.set(id, msg.text);
-    if (before === msg.text) return;
-    const gs = grams(msg.text);
+    const before = this._indexed.get(id) ?? old?.doc;
+    this._indexed.set(id, doc);
+    if (before === doc) return;
+    const gs = grams(doc);
     const ops = (before ? grams(before) : []).map((g) => ["grams", `${g}|${id}`, undefined]);
     ops.push(...gs.map((g) => ["grams", `${g}|${id}`, 1]));
-    ops.push(["texts", id, { chat_id: msg.chat_id, seq: msg.seq, text: msg.text, created_at: msg.created_at,
-      sender_id: msg.sender_id, kind: msg.kind, grams: gs }]);
+    ops.push(["texts", id, { chat_id: msg.chat_id, seq: msg.seq, text: msg.text, name, doc,
+      created_at: msg.created_at, sender_id: msg.sender_id, kind: msg.kind }]);
     this._later(...ops);
   }
 
   async unindex(chatId, seq) {
     if (!this.store) return;
     const id = `${chatId}:${seq}`;
-    const text = this._indexed?.get(id) ?? (await this.store.get("texts", id))?.text;
+    const doc = this._indexed?.get(id) ?? (await this.store.get("texts", id))?.doc;
     this._indexed?.delete(id);
-    if (!text) return;
-    this._later(...grams(text).map((g) => ["grams", `${g}|${id}`, undefined]), ["texts", id, undefined]);
+    if (!doc) return;
+    this._later(...grams(doc).map((g) => ["grams", `${g}|${id}`, undefined]), ["texts", id, undefined]);
   }
 
   // Messages of E2EE chats this device decrypted whose text contains `query` (newest first).
@@ -620,7 +623,7 @@ export class E2ee extends EventTarget {
     const hits = [];
     for (const id of ids) {
       const row = await this.store.get("texts", id);
-      if (row && row.text.toLowerCase().includes(q) && (chatId === null || row.chat_id === chatId)) hits.push(row);
+      if (row && row.doc.toLowerCase().includes(q) && (chatId === null || row.chat_id === chatId)) hits.push(row);
     }
     hits.sort((a, b) => b.created_at - a.created_at);
     return hits.slice(0, limit);

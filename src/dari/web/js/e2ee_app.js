@@ -143,7 +143,8 @@ export class E2eeApp {
 
   async sendMedia(job) {
     const att = { ...job.prepared.att, blob_id: job.blob.blob_id };
-    if (job.durationMs) att.duration_ms = Math.round(job.durationMs);
+    // The length read from the recording's bytes wins over the recorder's clock (as the server's would).
+    if (job.durationMs && !att.duration_ms) att.duration_ms = Math.round(job.durationMs);
     if (job.thumbBlob) att.thumb = { ...job.prepared.thumb.meta, blob_id: job.thumbBlob.blob_id };
     const e2ee = await this.encryptFor(job.chatId, { type: "media", text: job.caption || "", attachment: att });
     return this.session.call("message.send", { chat_id: job.chatId, client_id: job.clientId, e2ee,
@@ -188,6 +189,7 @@ export class E2eeApp {
         }
         break;
       case "keys.changed": this.core.forget(p.user_id); break;
+      case "message.unsent": this.core.unindex(p.chat_id, p.seq).catch(() => {}); break;
       case "keys.low": this.core.topUp(); break;
       case "chat.members":
         if (p?.left?.length || p?.removed?.length) this.core.rotate(p.chat_id).catch(() => {});
@@ -368,7 +370,8 @@ export class E2eeApp {
       await this.core.start();
       const rows = await this.core.search(query, { chatId });
       return rows.map((r) => ({ chat_id: r.chat_id, seq: r.seq, text: r.text, kind: r.kind, created_at: r.created_at,
-        sender_id: r.sender_id, chat_title: this.app.chats.get(r.chat_id)?.title || "", local: true }));
+        sender_id: r.sender_id, attachment: r.name ? { name: r.name } : null,
+        chat_title: this.app.chats.get(r.chat_id)?.title || "", local: true }));
     } catch (err) {
       console.warn("local search failed", err);
       return [];
