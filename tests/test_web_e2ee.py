@@ -21,7 +21,7 @@ from playwright.async_api import Browser, Page, expect
 
 from dari.client import Client
 from dari.client.media import download_attachment, send_file
-from tests.conftest import ServerProcess
+from tests.conftest import PASSWORD, ServerProcess
 from tests.test_web import (
     T,
     add_friend,
@@ -246,6 +246,19 @@ async def test_safety_numbers_match_the_sdk_and_local_search_finds_korean(server
     await alice.locator("#dialog .safety-verify").click()
     await expect(alice.locator("#dialog .safety-status")).to_have_text("Verified")
     await alice.keyboard.press("Escape")
+
+    # Bob signs in by password on a new device with nothing to link from: a new master key. The
+    # chat says his security code changed, and he is no longer verified.
+    again = Client(server.url)
+    try:
+        await again.login(bob.user["handle"], PASSWORD, device_name="new phone")
+        await expect(alice.locator("li.key-change")).to_have_text("Bob's security code changed", timeout=T)
+        await alice.click("#chat-e2ee")
+        await expect(alice.locator("#dialog .safety-status")).to_have_text("Not verified yet", timeout=T)
+        assert await alice.locator("#dialog .safety-digits").get_attribute("data-digits") != shown
+        await alice.keyboard.press("Escape")
+    finally:
+        await again.close()
 
     # Local search: the server cannot search this chat; the page's own index finds a substring.
     await alice.locator("#search-input").fill("한강공원")

@@ -188,7 +188,13 @@ export class E2eeApp {
           if (p.chat_id === this.app.chat.chatId) this.app.chat.renderHeader();
         }
         break;
-      case "keys.changed": this.core.forget(p.user_id); break;
+      case "keys.changed": {
+        this.core.forget(p.user_id);
+        // A member of the open chat: look now, so that a new security code is announced at once.
+        const open = this.app.chat.details.get(this.app.chat.chatId);
+        if (open?.e2ee && open.members.some((m) => m.user_id === p.user_id)) this.watch(open.chat_id);
+        break;
+      }
       case "message.unsent": this.core.unindex(p.chat_id, p.seq).catch(() => {}); break;
       case "keys.low": this.core.topUp(); break;
       case "chat.members":
