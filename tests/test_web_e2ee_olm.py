@@ -57,6 +57,11 @@ async def test_olm_and_megolm_interoperate_with_vodozemac(server: ServerProcess,
     async with aiohttp.ClientSession() as http, http.get(server.url + "/static/vendor/olm/olm.wasm") as res:
         assert res.status == 200
         assert res.headers["Content-Type"] == "application/wasm"
+        assert "'wasm-unsafe-eval'" in res.headers["Content-Security-Policy"]
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/sw.js") as res:
+        worker = await res.text()
+    # The service worker caches the vendored olm with the app shell (an offline page still decrypts).
+    assert '"/static/vendor/olm/olm.wasm"' in worker and '"/static/vendor/olm/olm.js"' in worker
     page = await olm_page(browser, server)
 
     # Olm, page -> Python: the page starts a session with a one-time key of a vodozemac account.
