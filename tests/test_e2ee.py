@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dari.bus import Bus
 from dari.config import Settings
+from dari.protocol.envelope import b64decode, canonical, device_statement
 from dari.protocol.errors import DariError, ErrorCode
 from dari.services.core import Caller
 from dari.services.registry import Services
@@ -56,6 +57,16 @@ async def _events(svc: Svc, who: Caller, name: str) -> list[dict[str, Any]]:
 
 
 # -- keys ---------------------------------------------------------------------------------------
+
+
+def test_canonical_json_and_the_signed_statement_follow_the_contract() -> None:
+    assert device_statement(7, 12, "IK", "SK") == (
+        b'{"alg":"dari-device-v1","device_id":12,"identity_key":"IK","signing_key":"SK","user_id":7}')
+    expected = '{"a":[1,{"c":true,"d":null}],"b":"안녕"}'.encode()
+    assert canonical({"b": "안녕", "a": [1, {"d": None, "c": True}]}) == expected
+    assert b64decode(b64(b"\x00\xff" * 16)) == b"\x00\xff" * 16
+    with pytest.raises(ValueError):
+        b64decode("not base64!")
 
 
 async def test_upload_checks_both_signatures_and_keeps_device_keys(svc: Svc) -> None:
@@ -102,6 +113,11 @@ async def test_upload_checks_both_signatures_and_keeps_device_keys(svc: Svc) -> 
     users = (await svc.call(bob, "keys.query", user_ids=[alice.user_id]))["users"]
     assert users[0]["master_key"] == pc_bundle["master_key"]
     assert [d["device_id"] for d in users[0]["devices"]] == [alice.device_id, pc.device_id]
+    assert len(await _events(svc, bob, "keys.changed")) == 2
+    # The phone re-uploading its unchanged bundle (e.g. on restart) does not bring the old master back.
+    await svc.call(alice, "keys.upload", **good)
+    assert (await svc.call(bob, "keys.query", user_ids=[alice.user_id]))["users"][0]["master_key"] == \
+        pc_bundle["master_key"]
     assert len(await _events(svc, bob, "keys.changed")) == 2
 
     # Revoking a device with keys removes them and tells contacts.

@@ -96,8 +96,10 @@ class Keys:
                                " updated_at = ? WHERE device_id = ?",
                                (p.master_key, p.device_signature, p.master_signature, now, caller.device_id))
                     changed = True
+                # Only a bundle new to this device may move the user's master key: an old device re-uploading
+                # its unchanged bundle must not bring back the master key a newer device replaced.
                 current = tx.scalar(f"SELECT master_key FROM master_keys WHERE user_id = ?{tx.for_update}",
-                                    (caller.user_id,))
+                                    (caller.user_id,)) if changed else p.master_key
                 if current != p.master_key:
                     # The newest master key is the user's: its holder made it on a device with no old one to
                     # link from, and contacts show "security code changed".
