@@ -253,6 +253,8 @@ class E2EE:
         att = content.get("attachment")
         if ctype == "media" and isinstance(att, dict):
             msg["kind"], msg["attachment"] = str(att.get("kind") or "file"), att
+            if self.store is not None and isinstance(att.get("blob_id"), str) and "key" in att:
+                self.store.remember_attachment(int(msg["chat_id"]), att)
         elif ctype == "sticker" and isinstance(att, dict):
             msg["kind"], msg["attachment"] = "sticker", att
         elif ctype in ("text", "edit") and msg.get("kind") == "encrypted":
@@ -553,6 +555,33 @@ class E2EE:
             h.setdefault("chat_title", (self.chats.get(h["chat_id"]) or {}).get("title", ""))
             h["kind"], h["e2ee"] = "text", True
         return hits
+
+    async def find_attachment(self, blob_id: str, per_chat: int = 200) -> dict[str, Any] | None:
+        """The decrypted attachment (key included) of an encrypted blob: from the store, else by
+        reading the recent history of our E2EE chats (which remembers what it decrypts)."""
+        if not await self.wait_ready(synced=True) or self.store is None:
+            return None
+        found = self.store.attachment(blob_id)
+        if found is not None:
+            return found
+        for ch in await self.c._plain_call("chat.list", {}):
+            if not ch.get("e2ee"):
+                continue
+            before: int | None = None
+            seen = 0
+            while seen < per_chat:
+                params: dict[str, Any] = {"chat_id": ch["chat_id"], "limit": 100}
+                if before is not None:
+                    params["before_seq"] = before
+                page = self.decrypt_result("message.history", await self.c._plain_call("message.history", params))
+                msgs = page.get("messages") or []
+                seen += len(msgs)
+                if self.store is not None and (found := self.store.attachment(blob_id)) is not None:
+                    return found
+                if not page.get("has_more") or not msgs:
+                    break
+                before = int(msgs[0]["seq"])
+        return None
 
     def close(self) -> None:
         if self.store is not None:

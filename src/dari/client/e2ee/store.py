@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS used_index (session_id TEXT NOT NULL, idx INTEGER NOT
   seq INTEGER NOT NULL, PRIMARY KEY (session_id, idx));
 CREATE TABLE IF NOT EXISTS contacts (user_id INTEGER PRIMARY KEY, master_key TEXT NOT NULL,
   verified INTEGER NOT NULL DEFAULT 0, changed INTEGER NOT NULL DEFAULT 0, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS attachments (blob_id TEXT PRIMARY KEY, chat_id INTEGER NOT NULL, attachment TEXT NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(text, chat_id UNINDEXED, seq UNINDEXED,
   sender_id UNINDEXED, created_at UNINDEXED, tokenize='trigram');
 """
@@ -155,6 +156,15 @@ class CryptoStore:
     def pin(self, user_id: int, master_key: str, *, verified: bool = False, changed: bool = False) -> None:
         self.db.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?, ?)",
                         (user_id, master_key, int(verified), int(changed), time.time()))
+
+    # -- keys of encrypted attachments (to save a file by its blob id later) ----------------
+    def remember_attachment(self, chat_id: int, att: dict[str, Any]) -> None:
+        sealed = self.seal(json.dumps(att).encode())   # file keys: sealed like the master seed
+        self.db.execute("INSERT OR REPLACE INTO attachments VALUES (?, ?, ?)", (str(att["blob_id"]), chat_id, sealed))
+
+    def attachment(self, blob_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT attachment FROM attachments WHERE blob_id = ?", (blob_id,)).fetchone()
+        return None if row is None else dict(json.loads(self.unseal(row[0])))
 
     # -- local search ----------------------------------------------------------------------
     def index(self, chat_id: int, seq: int, sender_id: int, created_at: int, text: str) -> None:
