@@ -259,10 +259,11 @@ class E2EE:
             msg["kind"], msg["attachment"] = "sticker", att
         elif ctype in ("text", "edit") and msg.get("kind") == "encrypted":
             msg["kind"] = "text"
-        if self.store is not None and isinstance(msg.get("seq"), int) and not msg.get("unsent"):
-            doc = msg["text"] + (" " + str(att.get("name") or "") if isinstance(att, dict) else "")
+        if self.store is not None and isinstance(msg.get("seq"), int) and not msg.get("unsent") \
+                and msg["kind"] != "sticker":
             self.store.index(int(msg["chat_id"]), int(msg["seq"]), int(msg.get("sender_id") or 0),
-                             int(msg.get("created_at") or 0), doc.strip())
+                             int(msg.get("created_at") or 0), msg["text"], kind=str(msg["kind"]),
+                             attachment=att if isinstance(att, dict) else None)
         return msg
 
     def decrypt_result(self, method: str, result: Any) -> Any:
@@ -553,7 +554,7 @@ class E2EE:
         hits = self.store.search(query, chat_id, limit)
         for h in hits:
             h.setdefault("chat_title", (self.chats.get(h["chat_id"]) or {}).get("title", ""))
-            h["kind"], h["e2ee"] = "text", True
+            h["e2ee"] = True
         return hits
 
     async def find_attachment(self, blob_id: str, per_chat: int = 200) -> dict[str, Any] | None:
