@@ -589,9 +589,9 @@ class Client:
         """New device: a code to approve from a logged-in device (device.link_approve)."""
         return dict(await self.call("device.link_start", device_name=device_name, device_kind=device_kind))
 
-    async def link_wait(self, secret: str, timeout: float = 300.0) -> dict[str, Any]:
-        """New device: wait for the approval, log in with it, and (E2EE) wait for the approving device
-        to hand over the master key and the chats' history keys."""
+    async def link_wait(self, secret: str, timeout: float = 300.0, *, wait_keys: bool = True) -> dict[str, Any]:
+        """New device: wait for the approval, log in with it, and (E2EE, unless wait_keys=False) wait
+        for the approving device to hand over the master key and the chats' history keys."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -604,7 +604,7 @@ class Client:
         if self.e2ee is not None:
             self.e2ee.awaiting_link = True
         await self._adopt(res)
-        if self.e2ee is not None:
+        if self.e2ee is not None and wait_keys:
             await asyncio.wait_for(self.e2ee.linked.wait(), max(1.0, deadline - loop.time()))
         return dict(res)
 
