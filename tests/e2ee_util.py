@@ -4,13 +4,19 @@ describes. The server never needs the private halves; tests make bundles the way
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from dari.protocol.envelope import device_statement
+
+def statement(user_id: int, device_id: int, identity_key: str, signing_key: str) -> bytes:
+    """What both signatures cover, written from docs/e2ee.md rather than taken from the server."""
+    return json.dumps({"alg": "dari-device-v1", "device_id": device_id, "identity_key": identity_key,
+                       "signing_key": signing_key, "user_id": user_id},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def b64(data: bytes) -> str:
@@ -30,9 +36,9 @@ def bundle(user_id: int, device_id: int, master: Ed25519PrivateKey, signing: Ed2
            identity_key: str | None = None) -> dict[str, Any]:
     signing = signing or Ed25519PrivateKey.generate()
     identity_key = identity_key or curve_key()
-    statement = device_statement(user_id, device_id, identity_key, public(signing))
+    signed = statement(user_id, device_id, identity_key, public(signing))
     return {"identity_key": identity_key, "signing_key": public(signing), "master_key": public(master),
-            "device_signature": b64(signing.sign(statement)), "master_signature": b64(master.sign(statement))}
+            "device_signature": b64(signing.sign(signed)), "master_signature": b64(master.sign(signed))}
 
 
 def envelope(device_id: int, size: int = 64) -> dict[str, Any]:

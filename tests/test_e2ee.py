@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dari.bus import Bus
 from dari.config import Settings
+from dari.protocol.envelope import b64decode, canonical, device_statement
 from dari.protocol.errors import DariError, ErrorCode
 from dari.services.core import Caller
 from dari.services.registry import Services
@@ -56,6 +57,16 @@ async def _events(svc: Svc, who: Caller, name: str) -> list[dict[str, Any]]:
 
 
 # -- keys ---------------------------------------------------------------------------------------
+
+
+def test_canonical_json_and_the_signed_statement_follow_the_contract() -> None:
+    assert device_statement(7, 12, "IK", "SK") == (
+        b'{"alg":"dari-device-v1","device_id":12,"identity_key":"IK","signing_key":"SK","user_id":7}')
+    expected = '{"a":[1,{"c":true,"d":null}],"b":"안녕"}'.encode()
+    assert canonical({"b": "안녕", "a": [1, {"d": None, "c": True}]}) == expected
+    assert b64decode(b64(b"\x00\xff" * 16)) == b"\x00\xff" * 16
+    with pytest.raises(ValueError):
+        b64decode("not base64!")
 
 
 async def test_upload_checks_both_signatures_and_keeps_device_keys(svc: Svc) -> None:
@@ -103,12 +114,21 @@ async def test_upload_checks_both_signatures_and_keeps_device_keys(svc: Svc) -> 
     assert users[0]["master_key"] == pc_bundle["master_key"]
     assert [d["device_id"] for d in users[0]["devices"]] == [alice.device_id, pc.device_id]
     assert len(await _events(svc, bob, "keys.changed")) == 2
+    # The phone re-uploading its unchanged bundle (e.g. on restart) does not bring the old master back.
+    await svc.call(alice, "keys.upload", **good)
+    assert (await svc.call(bob, "keys.query", user_ids=[alice.user_id]))["users"][0]["master_key"] == \
+        pc_bundle["master_key"]
+    assert len(await _events(svc, bob, "keys.changed")) == 2
 
     # Revoking a device with keys removes them and tells contacts.
     await svc.call(alice, "device.revoke", device_id=pc.device_id)
     users = (await svc.call(bob, "keys.query", user_ids=[alice.user_id]))["users"]
     assert [d["device_id"] for d in users[0]["devices"]] == [alice.device_id]
     assert len(await _events(svc, bob, "keys.changed")) == 3
+    # So does deleting the account.
+    await svc.call(alice, "account.delete", password="correct horse battery")
+    assert len(await _events(svc, bob, "keys.changed")) == 4
+    assert await svc.call(bob, "keys.query", user_ids=[alice.user_id]) == {"users": []}
 
 
 async def test_one_time_key_bounds(svc: Svc) -> None:
@@ -287,6 +307,13 @@ async def test_enabling_e2ee_is_one_way_with_a_system_line(svc: Svc) -> None:
     assert await _events(svc, alice, "chat.e2ee") == [{"chat_id": direct["chat_id"], "e2ee": True}]
     err = await _error(svc.call(alice, "message.send", chat_id=direct["chat_id"], client_id="after", text="x"))
     assert err.details == {"reason": "e2ee_required"}
+    # The plaintext message from before becomes an encrypted one when edited, and leaves search.
+    assert [h["text"] for h in await svc.call(bob, "message.search", query="plain before")] == ["plain before"]
+    before = next(m for m in page["messages"] if m["client_id"] == "before")
+    edited = await svc.call(alice, "message.edit", chat_id=direct["chat_id"], seq=before["seq"],
+                            e2ee=envelope(alice.device_id))
+    assert (edited["kind"], edited["text"]) == ("encrypted", "")
+    assert await svc.call(bob, "message.search", query="plain before") == []
     # A new 1:1 chat asked for with e2ee starts encrypted.
     fresh = await svc.call(carol, "chat.open_direct", user_id=alice.user_id, e2ee=True)
     assert fresh["e2ee"] is True

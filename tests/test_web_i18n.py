@@ -122,3 +122,20 @@ async def test_japanese_page_renders_system_lines_from_the_event(server: ServerP
     await expect(form.locator(".form-error")).to_have_text("見つかりません: ID「nobody_here_y」のユーザーはいません",
                                                            timeout=T)
     assert not dora.errors  # type: ignore[attr-defined]
+
+
+async def test_chinese_page_shows_the_e2ee_system_line(server: ServerProcess, make_user: MakeUser,
+                                                       browser: Browser) -> None:  # noqa: F811
+    _, page = await new_page(browser, locale="zh-CN")
+    handle = await signup(page, server.url, "gina")
+    hana = await make_user("hana")
+    gina_id = (await hana.call("user.get", handle=handle))["user_id"]
+    group = await hana.call("chat.create_group", title="小组", member_ids=[gina_id])
+    await hana.call("chat.enable_e2ee", chat_id=group["chat_id"])
+    await page.click("[data-tab=chats]")
+    row = chat_row(page, "小组")
+    await expect(row.locator(".chat-preview")).to_have_text("此聊天中的消息现已端到端加密", timeout=T)
+    await row.click()
+    await expect(page.locator("li.msg.system")).to_have_text(["Hana 创建了群聊“小组”", "此聊天中的消息现已端到端加密"],
+                                                             timeout=T)
+    assert not page.errors  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dari.protocol import e2ee as e
 from dari.protocol.envelope import b64decode, device_statement
 from dari.protocol.errors import DariError, ErrorCode
+from dari.protocol.methods import NoParams
 from dari.services.core import Caller, Core, now_ms, user_devices_event
 from dari.storage.base import Tx
 
@@ -95,8 +96,10 @@ class Keys:
                                " updated_at = ? WHERE device_id = ?",
                                (p.master_key, p.device_signature, p.master_signature, now, caller.device_id))
                     changed = True
+                # Only a bundle new to this device may move the user's master key: an old device re-uploading
+                # its unchanged bundle must not bring back the master key a newer device replaced.
                 current = tx.scalar(f"SELECT master_key FROM master_keys WHERE user_id = ?{tx.for_update}",
-                                    (caller.user_id,))
+                                    (caller.user_id,)) if changed else p.master_key
                 if current != p.master_key:
                     # The newest master key is the user's: its holder made it on a device with no old one to
                     # link from, and contacts show "security code changed".
@@ -156,7 +159,7 @@ class Keys:
     async def claim(self, caller: Caller, p: e.KeysClaim) -> dict[str, dict[str, dict[str, Any]]]:
         ids = list(dict.fromkeys(p.device_ids))
 
-        def fn(tx: Tx) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
+        def fn(tx: Tx) -> dict[str, dict[str, Any]]:
             out: dict[str, dict[str, Any]] = {}
             took: list[int] = []
             for did in ids:
@@ -182,16 +185,15 @@ class Keys:
                 low = {d: left.get(d, 0) for d in took if left.get(d, 0) < LOW_WATER}
             if low:
                 tx.after_commit.append(lambda: self._low(low))
-            return out, low
+            return out
 
-        keys, _ = await self.core.db.write(fn)
-        return {"keys": keys}
+        return {"keys": await self.core.db.write(fn)}
 
     def _low(self, low: dict[int, int]) -> None:
         for did, count in low.items():
             self.core.bus.ephemeral_devices([did], "keys.low", {"one_time_key_count": count})
 
-    async def count(self, caller: Caller, p: object) -> dict[str, Any]:
+    async def count(self, caller: Caller, p: NoParams) -> dict[str, Any]:
         def fn(tx: Tx) -> dict[str, Any]:
             fallback = tx.one("SELECT 1 FROM fallback_keys WHERE device_id = ?", (caller.device_id,)) is not None
             return {"one_time_key_count": otk_count(tx, caller.device_id), "fallback": fallback}

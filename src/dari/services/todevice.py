@@ -50,12 +50,14 @@ class ToDevice:
                            [(d, caller.user_id, caller.device_id, body, now) for d, body in rows if d in known])
             counts: dict[int, int] = {}
             for did in (d for d in targets if d in known):
-                # Bounded: past the cap the oldest messages of that device are dropped.
-                cutoff = tx.scalar("SELECT id FROM to_device WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
-                                   (did, self.queue_max))
-                if cutoff is not None:
+                count = int(tx.scalar("SELECT count(*) FROM to_device WHERE device_id = ?", (did,)))
+                if count > self.queue_max:
+                    # Bounded: past the cap the oldest messages of that device are dropped.
+                    cutoff = tx.scalar("SELECT id FROM to_device WHERE device_id = ? ORDER BY id LIMIT 1 OFFSET ?",
+                                       (did, count - self.queue_max - 1))
                     tx.execute("DELETE FROM to_device WHERE device_id = ? AND id <= ?", (did, cutoff))
-                counts[did] = int(tx.scalar("SELECT count(*) FROM to_device WHERE device_id = ?", (did,)))
+                    count = self.queue_max
+                counts[did] = count
             tx.after_commit.append(lambda: self._pending(counts))
             return counts, [d for d in targets if d not in known]
 
