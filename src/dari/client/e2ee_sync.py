@@ -199,6 +199,8 @@ class E2EE:
             self.store.unindex(chat_id, int(payload.get("seq") or 0))
         elif name in ("chat.members", "chat.left", "chat.removed") and isinstance(chat_id, int):
             self.members.pop(chat_id, None)
+        elif name == "chat.e2ee" and isinstance(chat_id, int):
+            self.chats.pop(chat_id, None)     # switched on: the next send asks the server again
 
     async def _internal(self, name: str, p: dict[str, Any]) -> None:
         try:
