@@ -157,6 +157,9 @@ class E2EE:
             elif self.machine is not None and self.disabled is None:
                 self.c._background(self._internal(ev.name, p))
             return
+        if ev.name == "session.live" and self.machine is not None and self.disabled is None:
+            # todevice.pending is a signal, not a stored event: what came while we were connecting.
+            self.c._background(self._internal("todevice.pending", {}))
         if self._gating or self._held:
             self._held.append(ev)
             return
