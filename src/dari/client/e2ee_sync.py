@@ -314,10 +314,15 @@ class E2EE:
     async def prepare(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """message.send / message.edit with `text` into an E2EE chat: the envelope instead."""
         chat_id = params.get("chat_id")
-        if "text" not in params or not isinstance(chat_id, int) or not await self.wait_ready():
+        if "text" not in params or not isinstance(chat_id, int):
             return params
+        active = await self.wait_ready()
         if not await self.chat_is_e2ee(chat_id):
             return params
+        if not active:
+            # Never hand the server the text of an encrypted chat, even for it to refuse.
+            raise DariError(ErrorCode.INVALID_PARAMS, f"chat {chat_id} is end-to-end encrypted but encryption is"
+                            f" off on this client ({self.disabled})", {"reason": "e2ee_unavailable"})
         out = {k: v for k, v in params.items() if k != "text"}
         if method == "message.edit":
             content: dict[str, Any] = {"type": "edit", "text": params["text"]}
