@@ -331,3 +331,16 @@ async def test_a_new_group_member_reads_from_when_they_joined(make_user) -> None
     await dan.call("message.send", chat_id=gid, client_id=uuid.uuid4().hex, text="hi all")
     for member in (alice, bob):
         await until(lambda m=member: _has_all(m, gid, ["before dan", "welcome dan", "hi all"]))
+
+
+async def test_one_time_keys_are_topped_up_when_they_run_low(make_user) -> None:
+    alice, bob = await make_user("alice"), await make_user("bob")
+    assert (await bob.call("keys.count"))["one_time_key_count"] == 50
+    for _ in range(45):    # other devices starting sessions with bob's device
+        await alice.call("keys.claim", device_ids=[bob.device_id])
+    await until(lambda: _otk_count(bob, 50))
+    assert bob.e2ee is not None and bob.e2ee.disabled is None
+
+
+async def _otk_count(c: Client, want: int) -> bool:
+    return bool((await c.call("keys.count"))["one_time_key_count"] >= want)

@@ -35,6 +35,7 @@ class BenchCrypto:
         self.machine = Machine(CryptoStore(None), user_id, device_id)
         self.machine.set_master(MasterKey.generate())
         self.failures = 0
+        self.decrypted = 0
 
     @property
     def device(self) -> Device:
@@ -53,6 +54,8 @@ class BenchCrypto:
     def open(self, payload: bytes) -> bool:
         msg = _decode(payload)
         ok = self.machine.decrypt(msgspec.structs.asdict(msg)).status == "ok"
-        if not ok:
+        if ok:
+            self.decrypted += 1
+        else:
             self.failures += 1
         return ok

@@ -344,6 +344,17 @@ class Client:
             self._upgrader = None
 
     async def _open_session(self) -> None:
+        held = self.e2ee is not None and self.e2ee.hold()
+        try:
+            await self._open_session_held()
+        except BaseException:
+            if held and self.e2ee is not None:
+                self.e2ee.release()
+            raise
+        if held and self.e2ee is not None:
+            self.e2ee.session_opened()
+
+    async def _open_session_held(self) -> None:
         try:
             info = await self._call_raw("session.open", {"token": self.token, "cursor": self.cursor})
         except DariError as err:
@@ -358,8 +369,6 @@ class Client:
         self.device_id = info["device_id"]
         if self.cursor is None:
             self.cursor = info["cursor"]
-        if self.e2ee is not None:
-            self.e2ee.session_opened()
         self._outbox_wake.set()
 
     def _fail_pending(self, why: str) -> None:

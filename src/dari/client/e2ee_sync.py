@@ -137,12 +137,22 @@ class E2EE:
         return self.active
 
     # -- events ----------------------------------------------------------------------------
-    def session_opened(self) -> None:
-        """Hold the app's events until our keys are up and queued to-device messages are in, so
-        messages replayed at session.open decrypt at once."""
+    def hold(self) -> bool:
+        """Before session.open: hold the app's events (the replay may come right behind the answer)
+        until our keys are up and queued to-device messages are in, so replayed messages decrypt at
+        once. False when E2EE is off (nothing held)."""
         if self.disabled is not None:
-            return
+            return False
         self._gating += 1
+        return True
+
+    def release(self) -> None:
+        self._gating -= 1
+        while self._held and not self._gating:
+            self._pass(self._held.popleft())
+
+    def session_opened(self) -> None:
+        """After a held session.open: set up, then release the events."""
         self.c._background(self._gated(self.start()))
 
     def on_frame(self, ev: Event) -> None:
@@ -151,8 +161,7 @@ class E2EE:
         a `todevice.pending` is being drained later events wait, in order, and then decrypt."""
         if ev.name in INTERNAL_EVENTS:
             p = ev.payload if isinstance(ev.payload, dict) else {}
-            if ev.name == "todevice.pending":
-                self._gating += 1
+            if ev.name == "todevice.pending" and self.hold():
                 self.c._background(self._gated(self._internal(ev.name, p)))
             elif self.machine is not None and self.disabled is None:
                 self.c._background(self._internal(ev.name, p))
@@ -180,10 +189,7 @@ class E2EE:
         except Exception as exc:     # the events go on regardless
             log.debug("E2EE: %s", exc)
         finally:
-            self._gating -= 1
-            if not self._gating:
-                while self._held and not self._gating:
-                    self._pass(self._held.popleft())
+            self.release()
 
     def on_event(self, name: str, payload: Any) -> None:
         """Decrypt an app event in place and keep the caches current."""

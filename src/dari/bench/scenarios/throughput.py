@@ -42,5 +42,6 @@ async def dm_throughput(ctx: Context) -> dict[str, Any]:
     out = await run_load(ctx, tracker, senders, duration=duration, warmup=ctx.pick(2.0, 0.5),
                          window=ctx.cfg.window, rate=ctx.cfg.rate)
     await close_all(conns)
-    extra = {"e2ee": True, "decrypt_failures": sum(c.crypto.failures for c in conns)} if ctx.cfg.e2ee else {}
+    extra = {"e2ee": True, "decrypted": sum(c.crypto.decrypted for c in conns),
+             "decrypt_failures": sum(c.crypto.failures for c in conns)} if ctx.cfg.e2ee else {}
     return {**out, "connections": users, "setup_s": round(setup, 1), **extra}
