@@ -291,3 +291,56 @@ async def test_key_arriving_late_decrypts_the_waiting_message(make_user, server:
         bob.e2ee._lock.release()
     ev = await bob.next_event("message.decrypted", timeout=15)
     assert ev.payload["text"] == "늦게 도착한 열쇠" and ev.payload["seq"] == sent["seq"]
+
+
+async def test_a_client_without_its_keys_refuses_to_send_text_into_an_encrypted_chat(
+        make_user, server: ServerProcess) -> None:
+    """A Client reopened with an old token but no crypto store cannot take over that device's keys:
+    E2EE is off on it, and it must not hand the server plaintext for an encrypted chat."""
+    import pytest
+
+    from dari.protocol.errors import DariError
+
+    alice, bob = await make_user("alice"), await make_user("bob")
+    cid = (await alice.open_direct(uid(bob)))["chat_id"]
+    again = Client(server.url, token=alice.token)
+    try:
+        await again.connect()
+        assert again.e2ee is not None
+        await again.e2ee.wait_ready()
+        assert again.e2ee.disabled is not None and "conflict" in again.e2ee.disabled
+        with pytest.raises(DariError) as info:
+            await again.call("message.send", chat_id=cid, client_id=uuid.uuid4().hex, text="유출되면 안 되는 글")
+        assert info.value.details == {"reason": "e2ee_unavailable"}
+    finally:
+        await again.close()
+    assert_absent(server.data_dir, "유출되면 안 되는 글")
+
+
+async def test_a_new_group_member_reads_from_when_they_joined(make_user) -> None:
+    alice, bob, dan = [await make_user(n) for n in ("alice", "bob", "dan")]
+    gid = (await alice.create_group("club", [uid(bob)]))["chat_id"]
+    old = await alice.call("message.send", chat_id=gid, client_id=uuid.uuid4().hex, text="before dan")
+    await alice.call("chat.invite", chat_id=gid, user_ids=[uid(dan)])
+    new = await alice.call("message.send", chat_id=gid, client_id=uuid.uuid4().hex, text="welcome dan")
+    assert new["e2ee"]["session_id"] == old["e2ee"]["session_id"]     # a join shares, it does not rotate
+    assert (await next_message(dan, gid))["text"] == "welcome dan"
+    assert dan.e2ee is not None and dan.e2ee.machine is not None
+    stolen = {k: old[k] for k in ("chat_id", "seq", "sender_id", "kind", "e2ee")}
+    assert dan.e2ee.machine.decrypt(stolen).status == "unknown_session"   # the index before his
+    await dan.call("message.send", chat_id=gid, client_id=uuid.uuid4().hex, text="hi all")
+    for member in (alice, bob):
+        await until(lambda m=member: _has_all(m, gid, ["before dan", "welcome dan", "hi all"]))
+
+
+async def test_one_time_keys_are_topped_up_when_they_run_low(make_user) -> None:
+    alice, bob = await make_user("alice"), await make_user("bob")
+    assert (await bob.call("keys.count"))["one_time_key_count"] == 50
+    for _ in range(45):    # other devices starting sessions with bob's device
+        await alice.call("keys.claim", device_ids=[bob.device_id])
+    await until(lambda: _otk_count(bob, 50))
+    assert bob.e2ee is not None and bob.e2ee.disabled is None
+
+
+async def _otk_count(c: Client, want: int) -> bool:
+    return bool((await c.call("keys.count"))["one_time_key_count"] >= want)

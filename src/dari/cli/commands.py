@@ -7,6 +7,7 @@ Chat and message commands live in chat_commands.py, the interactive chat in chat
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 from typing import Any
 
@@ -67,6 +68,41 @@ async def _log_in(ctx: Ctx, signup: bool) -> int:
     ctx.emit({"user": res["user"], "device_id": res["device_id"], "profile": prof.name, "server": prof.server},
              lambda: ctx.out.print(Text(f"{'signed up' if signup else 'logged in'} as "
                                         f"{clean(res['user']['display_name'])} (@{res['user']['handle']}),"
+                                        f" device {res['device_id']} ({device}), profile {prof.name}")))
+    return 0
+
+
+async def link(ctx: Ctx) -> int:
+    """Log this profile in as a new device of an account without a password: show a code, approve it
+    from a logged-in device (`dari device approve CODE`), and receive the end-to-end encryption keys
+    (master key and the chats' history keys) from it."""
+    a, prof = ctx.args, ctx.profile
+    if prof.token is not None:
+        raise ProfileError("conflict", f"profile {prof.name!r} is already logged in as @{prof.handle};"
+                           " log out first or use another --profile")
+    device = _device_name(a)
+    from dari.client import Client
+
+    c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT, crypto_path=prof.crypto_path)
+    ctx.client = c
+    start = await c.link_start(device, "cli")
+    ctx.err.print(f"code: {start['code']}", markup=False)
+    ctx.err.print(f"approve it from a logged-in device within 5 minutes: dari device approve {start['code']}",
+                  markup=False)
+    res = await c.link_wait(start["secret"], timeout=a.timeout, wait_keys=False)
+    prof.adopt(res, device)
+    prof.cursor = c.cursor
+    prof.save()
+    keys = c.e2ee is None
+    if c.e2ee is not None:
+        try:
+            await asyncio.wait_for(c.e2ee.linked.wait(), a.timeout)
+            keys = True
+        except TimeoutError:
+            ctx.err.print("note: the encryption keys have not arrived yet; they come when the approving device"
+                          " is online (encrypted chats stay unreadable here until then)", markup=False)
+    ctx.emit({"user": res["user"], "device_id": res["device_id"], "profile": prof.name, "keys": keys},
+             lambda: ctx.out.print(Text(f"linked as {clean(res['user']['display_name'])} (@{res['user']['handle']}),"
                                         f" device {res['device_id']} ({device}), profile {prof.name}")))
     return 0
 
@@ -164,8 +200,21 @@ async def device_revoke(ctx: Ctx) -> None:
 
 
 async def device_approve(ctx: Ctx) -> None:
-    res = await ctx.call("device.link_approve", code=ctx.args.code)
+    c = await ctx.connect()
+    res = await c.call("device.link_approve", code=ctx.args.code)
     ctx.out.print(f"device {res['device_id']} ({res['name']}) is now logged in to your account", markup=False)
+    if c.e2ee is None or not await c.e2ee.wait_ready() or ctx.args.no_wait:
+        return
+    # Stay until the new device asked for our keys and got them (it needs our master key to read).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.args.wait
+    while res["device_id"] not in c.e2ee.transfers_sent:
+        if loop.time() > deadline:
+            ctx.err.print("note: the new device has not asked for the encryption keys yet; it gets them when"
+                          " this device is online again", markup=False)
+            return
+        await asyncio.sleep(0.1)
+    ctx.out.print("encryption keys and chat history handed over", markup=False)
 
 
 # -- friends -------------------------------------------------------------------------------------
@@ -369,6 +418,9 @@ def register(sub: Any) -> None:
     p = leaf(acc, "login", login, "log this profile in as a new device of an account")
     p.add_argument("handle")
     p.add_argument("--device", help="device name (default cli@HOSTNAME)")
+    p = leaf(acc, "link", link, "log this profile in as a new device by a code approved on another device")
+    p.add_argument("--device", help="device name (default cli@HOSTNAME)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the approval and the keys")
     leaf(acc, "logout", logout, "log this device out")
     leaf(acc, "me", me, "your profile")
     p = leaf(acc, "profile", profile_cmd, "show or change display name and status message")
@@ -390,8 +442,10 @@ def register(sub: Any) -> None:
     p = leaf(dev, "rename", device_rename, "rename one of your devices (your other devices see it at once)")
     p.add_argument("device_id", type=int, metavar="ID")
     p.add_argument("name", metavar="NAME")
-    leaf(dev, "approve", device_approve, "log in a new device (a browser) that shows this code").add_argument(
-        "code", metavar="CODE")
+    p = leaf(dev, "approve", device_approve, "log in a new device (a browser, `dari account link`) showing this code")
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait to hand over the encryption keys")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the new device")
 
     fr = sub.add_parser("friend", help="friends and blocks").add_subparsers(dest="sub", required=True)
     leaf(fr, "add", invite_cmd.friend_add, "add a friend by handle, invite link or invite code").add_argument(

@@ -344,6 +344,17 @@ class Client:
             self._upgrader = None
 
     async def _open_session(self) -> None:
+        held = self.e2ee is not None and self.e2ee.hold()
+        try:
+            await self._open_session_held()
+        except BaseException:
+            if held and self.e2ee is not None:
+                self.e2ee.release()
+            raise
+        if held and self.e2ee is not None:
+            self.e2ee.session_opened()
+
+    async def _open_session_held(self) -> None:
         try:
             info = await self._call_raw("session.open", {"token": self.token, "cursor": self.cursor})
         except DariError as err:
@@ -358,8 +369,6 @@ class Client:
         self.device_id = info["device_id"]
         if self.cursor is None:
             self.cursor = info["cursor"]
-        if self.e2ee is not None:
-            self.e2ee.session_opened()
         self._outbox_wake.set()
 
     def _fail_pending(self, why: str) -> None:
@@ -589,9 +598,9 @@ class Client:
         """New device: a code to approve from a logged-in device (device.link_approve)."""
         return dict(await self.call("device.link_start", device_name=device_name, device_kind=device_kind))
 
-    async def link_wait(self, secret: str, timeout: float = 300.0) -> dict[str, Any]:
-        """New device: wait for the approval, log in with it, and (E2EE) wait for the approving device
-        to hand over the master key and the chats' history keys."""
+    async def link_wait(self, secret: str, timeout: float = 300.0, *, wait_keys: bool = True) -> dict[str, Any]:
+        """New device: wait for the approval, log in with it, and (E2EE, unless wait_keys=False) wait
+        for the approving device to hand over the master key and the chats' history keys."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -604,7 +613,7 @@ class Client:
         if self.e2ee is not None:
             self.e2ee.awaiting_link = True
         await self._adopt(res)
-        if self.e2ee is not None:
+        if self.e2ee is not None and wait_keys:
             await asyncio.wait_for(self.e2ee.linked.wait(), max(1.0, deadline - loop.time()))
         return dict(res)
 

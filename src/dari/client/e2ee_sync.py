@@ -78,8 +78,7 @@ class E2EE:
         except E2EEError as err:
             self._disable(str(err))
         except Exception as exc:      # never let E2EE setup take the session down
-            log.exception("E2EE setup failed")
-            self._disable(type(exc).__name__)
+            self._disable(repr(exc))
 
     def _disable(self, why: str) -> None:
         self.disabled = why
@@ -138,12 +137,22 @@ class E2EE:
         return self.active
 
     # -- events ----------------------------------------------------------------------------
-    def session_opened(self) -> None:
-        """Hold the app's events until our keys are up and queued to-device messages are in, so
-        messages replayed at session.open decrypt at once."""
+    def hold(self) -> bool:
+        """Before session.open: hold the app's events (the replay may come right behind the answer)
+        until our keys are up and queued to-device messages are in, so replayed messages decrypt at
+        once. False when E2EE is off (nothing held)."""
         if self.disabled is not None:
-            return
+            return False
         self._gating += 1
+        return True
+
+    def release(self) -> None:
+        self._gating -= 1
+        while self._held and not self._gating:
+            self._pass(self._held.popleft())
+
+    def session_opened(self) -> None:
+        """After a held session.open: set up, then release the events."""
         self.c._background(self._gated(self.start()))
 
     def on_frame(self, ev: Event) -> None:
@@ -152,12 +161,14 @@ class E2EE:
         a `todevice.pending` is being drained later events wait, in order, and then decrypt."""
         if ev.name in INTERNAL_EVENTS:
             p = ev.payload if isinstance(ev.payload, dict) else {}
-            if ev.name == "todevice.pending":
-                self._gating += 1
+            if ev.name == "todevice.pending" and self.hold():
                 self.c._background(self._gated(self._internal(ev.name, p)))
             elif self.machine is not None and self.disabled is None:
                 self.c._background(self._internal(ev.name, p))
             return
+        if ev.name == "session.live" and self.machine is not None and self.disabled is None:
+            # todevice.pending is a signal, not a stored event: what came while we were connecting.
+            self.c._background(self._internal("todevice.pending", {}))
         if self._gating or self._held:
             self._held.append(ev)
             return
@@ -166,8 +177,8 @@ class E2EE:
     def _pass(self, ev: Event) -> None:
         try:
             self.on_event(ev.name, ev.payload)
-        except Exception:
-            log.exception("E2EE could not process %s", ev.name)
+        except Exception as exc:   # the event still reaches the app; a terminal gets no traceback
+            log.warning("E2EE could not process %s: %r", ev.name, exc)
         self.c._events.put_nowait(ev)
         if ev.name == "session.live":
             self.c._live.set()   # wait_live() still means: everything replayed is in the queue
@@ -178,10 +189,7 @@ class E2EE:
         except Exception as exc:     # the events go on regardless
             log.debug("E2EE: %s", exc)
         finally:
-            self._gating -= 1
-            if not self._gating:
-                while self._held and not self._gating:
-                    self._pass(self._held.popleft())
+            self.release()
 
     def on_event(self, name: str, payload: Any) -> None:
         """Decrypt an app event in place and keep the caches current."""
@@ -200,6 +208,8 @@ class E2EE:
             self.store.unindex(chat_id, int(payload.get("seq") or 0))
         elif name in ("chat.members", "chat.left", "chat.removed") and isinstance(chat_id, int):
             self.members.pop(chat_id, None)
+        elif name == "chat.e2ee" and isinstance(chat_id, int):
+            self.chats.pop(chat_id, None)     # switched on: the next send asks the server again
 
     async def _internal(self, name: str, p: dict[str, Any]) -> None:
         try:
@@ -219,8 +229,8 @@ class E2EE:
                     await self._request_link()
         except (DariError, TimeoutError) as exc:
             log.debug("E2EE %s: %s", name, exc)
-        except Exception:
-            log.exception("E2EE %s failed", name)
+        except Exception as exc:
+            log.warning("E2EE %s failed: %r", name, exc)
 
     # -- decrypting ------------------------------------------------------------------------
     def decrypt_message(self, msg: dict[str, Any], *, edited: bool = False) -> dict[str, Any]:
@@ -253,14 +263,18 @@ class E2EE:
         att = content.get("attachment")
         if ctype == "media" and isinstance(att, dict):
             msg["kind"], msg["attachment"] = str(att.get("kind") or "file"), att
+            if self.store is not None and isinstance(att.get("blob_id"), str) and "key" in att:
+                self.store.remember_attachment(int(msg["chat_id"]), att)
         elif ctype == "sticker" and isinstance(att, dict):
             msg["kind"], msg["attachment"] = "sticker", att
         elif ctype in ("text", "edit") and msg.get("kind") == "encrypted":
             msg["kind"] = "text"
-        if self.store is not None and isinstance(msg.get("seq"), int) and not msg.get("unsent"):
-            doc = msg["text"] + (" " + str(att.get("name") or "") if isinstance(att, dict) else "")
-            self.store.index(int(msg["chat_id"]), int(msg["seq"]), int(msg.get("sender_id") or 0),
-                             int(msg.get("created_at") or 0), doc.strip())
+        if self.store is not None and isinstance(msg.get("seq"), int) and not msg.get("unsent") \
+                and msg.get("kind") != "sticker":
+            self.store.index(int(msg["chat_id"]), int(msg["seq"]), int(probe.get("sender_id") or 0),
+                             int(msg.get("created_at") or msg.get("edited_at") or 0), msg["text"],
+                             kind=str(msg.get("kind") or "text"),
+                             attachment=att if isinstance(att, dict) else None)
         return msg
 
     def decrypt_result(self, method: str, result: Any) -> Any:
@@ -306,10 +320,15 @@ class E2EE:
     async def prepare(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """message.send / message.edit with `text` into an E2EE chat: the envelope instead."""
         chat_id = params.get("chat_id")
-        if "text" not in params or not isinstance(chat_id, int) or not await self.wait_ready():
+        if "text" not in params or not isinstance(chat_id, int):
             return params
+        active = await self.wait_ready()
         if not await self.chat_is_e2ee(chat_id):
             return params
+        if not active:
+            # Never hand the server the text of an encrypted chat, even for it to refuse.
+            raise DariError(ErrorCode.INVALID_PARAMS, f"chat {chat_id} is end-to-end encrypted but encryption is"
+                            f" off on this client ({self.disabled})", {"reason": "e2ee_unavailable"})
         out = {k: v for k, v in params.items() if k != "text"}
         if method == "message.edit":
             content: dict[str, Any] = {"type": "edit", "text": params["text"]}
@@ -545,14 +564,69 @@ class E2EE:
         self.store.pin(user_id, info["master_key"], verified=True)
         return {**info, "verified": True, "changed": False}
 
+    async def catch_up_index(self, chat_id: int | None = None, per_chat: int = 500) -> None:
+        """Decrypt (and so index) what arrived in our E2EE chats since we last looked: a device that
+        was not running when messages came (the CLI between commands) still finds them."""
+        if self.store is None:
+            return
+        chats = [ch for ch in self.decrypt_result("chat.list", await self.c._plain_call("chat.list", {}))
+                 if ch.get("e2ee") and chat_id in (None, ch["chat_id"])]
+        for ch in chats:
+            cid, last = int(ch["chat_id"]), int(ch.get("last_seq") or 0)
+            done = int(self.store.get(f"indexed:{cid}") or 0)
+            before, seen = None, 0
+            while last > done and seen < per_chat:
+                params: dict[str, Any] = {"chat_id": cid, "limit": 100}
+                if before is not None:
+                    params["before_seq"] = before
+                try:
+                    page = self.decrypt_result("message.history",
+                                               await self.c._plain_call("message.history", params))
+                except DariError:
+                    break
+                msgs = page.get("messages") or []
+                seen += len(msgs)
+                if not msgs or not page.get("has_more") or int(msgs[0]["seq"]) <= done:
+                    break
+                before = int(msgs[0]["seq"])
+            self.store.put(f"indexed:{cid}", str(last))
+
     async def search(self, query: str, chat_id: int | None, limit: int) -> list[dict[str, Any]]:
         if self.store is None:
             return []
+        await self.catch_up_index(chat_id)
         hits = self.store.search(query, chat_id, limit)
         for h in hits:
             h.setdefault("chat_title", (self.chats.get(h["chat_id"]) or {}).get("title", ""))
-            h["kind"], h["e2ee"] = "text", True
+            h["e2ee"] = True
         return hits
+
+    async def find_attachment(self, blob_id: str, per_chat: int = 200) -> dict[str, Any] | None:
+        """The decrypted attachment (key included) of an encrypted blob: from the store, else by
+        reading the recent history of our E2EE chats (which remembers what it decrypts)."""
+        if not await self.wait_ready(synced=True) or self.store is None:
+            return None
+        found = self.store.attachment(blob_id)
+        if found is not None:
+            return found
+        for ch in await self.c._plain_call("chat.list", {}):
+            if not ch.get("e2ee"):
+                continue
+            before: int | None = None
+            seen = 0
+            while seen < per_chat:
+                params: dict[str, Any] = {"chat_id": ch["chat_id"], "limit": 100}
+                if before is not None:
+                    params["before_seq"] = before
+                page = self.decrypt_result("message.history", await self.c._plain_call("message.history", params))
+                msgs = page.get("messages") or []
+                seen += len(msgs)
+                if self.store is not None and (found := self.store.attachment(blob_id)) is not None:
+                    return found
+                if not page.get("has_more") or not msgs:
+                    break
+                before = int(msgs[0]["seq"])
+        return None
 
     def close(self) -> None:
         if self.store is not None:

@@ -1,21 +1,17 @@
-"""Media in E2EE chats: AES-256-GCM per file (ciphertext‖tag, as WebCrypto writes it) and photos
-re-encoded without EXIF/GPS before encryption, since the server can no longer strip them."""
+"""Media in E2EE chats: AES-256-GCM per file (ciphertext‖tag, as WebCrypto writes it). Photos are
+stripped of EXIF/GPS before (client/media.py runs services/mediaproc.py on the device), since the
+server can no longer do it."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dari.client.e2ee.codec import b64d, b64e
-
-MAX_PIXELS = 50_000_000
-THUMB_SIZE = (320, 320)
 
 
 @dataclass
@@ -40,34 +36,3 @@ def open_sealed(blob: bytes, key: str, iv: str, sha256: str | None = None) -> by
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise ValueError("the file does not match its sha256")
     return data
-
-
-@dataclass
-class CleanImage:
-    data: bytes
-    mime: str
-    width: int
-    height: int
-    thumb: bytes
-
-
-def clean_image(data: bytes) -> CleanImage:
-    """Decode and re-encode (upright) without metadata; a WebP thumbnail beside it."""
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not an image: {exc}") from None
-    fmt = "JPEG" if img.format in ("JPEG", "MPO") else "PNG"
-    upright = ImageOps.exif_transpose(img) or img
-    if fmt == "JPEG" and upright.mode not in ("RGB", "L"):
-        upright = upright.convert("RGB")
-    out = io.BytesIO()
-    upright.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    thumb = upright.convert("RGB") if upright.mode not in ("RGB", "RGBA", "L") else upright.copy()
-    thumb.thumbnail(THUMB_SIZE)
-    tout = io.BytesIO()
-    thumb.save(tout, format="WEBP", quality=80)
-    return CleanImage(out.getvalue(), "image/jpeg" if fmt == "JPEG" else "image/png", upright.width,
-                      upright.height, tout.getvalue())

@@ -32,8 +32,10 @@ CREATE TABLE IF NOT EXISTS used_index (session_id TEXT NOT NULL, idx INTEGER NOT
   seq INTEGER NOT NULL, PRIMARY KEY (session_id, idx));
 CREATE TABLE IF NOT EXISTS contacts (user_id INTEGER PRIMARY KEY, master_key TEXT NOT NULL,
   verified INTEGER NOT NULL DEFAULT 0, changed INTEGER NOT NULL DEFAULT 0, seen_at REAL NOT NULL);
-CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(text, chat_id UNINDEXED, seq UNINDEXED,
-  sender_id UNINDEXED, created_at UNINDEXED, tokenize='trigram');
+CREATE TABLE IF NOT EXISTS attachments (blob_id TEXT PRIMARY KEY, chat_id INTEGER NOT NULL, attachment TEXT NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(doc, chat_id UNINDEXED, seq UNINDEXED,
+  sender_id UNINDEXED, created_at UNINDEXED, text UNINDEXED, kind UNINDEXED, attachment UNINDEXED,
+  tokenize='trigram');
 """
 
 
@@ -156,12 +158,27 @@ class CryptoStore:
         self.db.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?, ?)",
                         (user_id, master_key, int(verified), int(changed), time.time()))
 
+    # -- keys of encrypted attachments (to save a file by its blob id later) ----------------
+    def remember_attachment(self, chat_id: int, att: dict[str, Any]) -> None:
+        sealed = self.seal(json.dumps(att).encode())   # file keys: sealed like the master seed
+        self.db.execute("INSERT OR REPLACE INTO attachments VALUES (?, ?, ?)", (str(att["blob_id"]), chat_id, sealed))
+
+    def attachment(self, blob_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT attachment FROM attachments WHERE blob_id = ?", (blob_id,)).fetchone()
+        return None if row is None else dict(json.loads(self.unseal(row[0])))
+
     # -- local search ----------------------------------------------------------------------
-    def index(self, chat_id: int, seq: int, sender_id: int, created_at: int, text: str) -> None:
+    def index(self, chat_id: int, seq: int, sender_id: int, created_at: int, text: str, *, kind: str = "text",
+              attachment: dict[str, Any] | None = None) -> None:
+        """A decrypted message; a media message is found by its caption and its file name."""
         self.unindex(chat_id, seq)
-        if text.strip():
-            self.db.execute("INSERT INTO search (text, chat_id, seq, sender_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                            (text, chat_id, seq, sender_id, created_at))
+        # What a hit shows (name, size, dimensions), never the file's key.
+        shown = {k: v for k, v in (attachment or {}).items() if k not in ("key", "iv", "thumb", "sha256")}
+        doc = f"{text} {shown.get('name') or ''}".strip()
+        if doc:
+            self.db.execute("INSERT INTO search (doc, chat_id, seq, sender_id, created_at, text, kind, attachment)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (doc, chat_id, seq, sender_id, created_at, text, kind,
+                                                                  json.dumps(shown) if shown else None))
 
     def unindex(self, chat_id: int, seq: int) -> None:
         self.db.execute("DELETE FROM search WHERE chat_id = ? AND seq = ?", (chat_id, seq))
@@ -176,12 +193,14 @@ class CryptoStore:
         if len(q) >= 3:
             where, first = "search MATCH ?", '"' + q.replace('"', '""') + '"'
         else:
-            where, first = "text LIKE ? ESCAPE '\\'", "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace(
+            where, first = "doc LIKE ? ESCAPE '\\'", "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace(
                 "_", "\\_") + "%"
-        rows = self.db.execute(f"SELECT chat_id, seq, sender_id, text, created_at FROM search WHERE {where} {scope}"
-                               " ORDER BY created_at DESC, seq DESC LIMIT ?", (first, *args, limit)).fetchall()
+        rows = self.db.execute(f"SELECT chat_id, seq, sender_id, text, created_at, kind, attachment FROM search"
+                               f" WHERE {where} {scope} ORDER BY created_at DESC, seq DESC LIMIT ?",
+                               (first, *args, limit)).fetchall()
         return [{"chat_id": int(r[0]), "seq": int(r[1]), "sender_id": int(r[2]), "text": r[3],
-                 "created_at": int(r[4])} for r in rows]
+                 "created_at": int(r[4]), "kind": r[5], "attachment": json.loads(r[6]) if r[6] else None}
+                for r in rows]
 
 
 def _key_beside(path: str) -> bytes:

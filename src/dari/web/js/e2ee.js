@@ -614,6 +614,7 @@ export class E2ee extends EventTarget {
     const q = query.trim().toLowerCase();
     const gs = grams(q);
     if (!gs.length) return [];
+    if ([...q].length === 1) return this._scan(q, chatId, limit);
     let ids = null;
     for (const g of gs.slice(0, 4)) {
       const found = new Set((await this.store.keys("grams", E2eeStore.prefix(`${g}|`))).map((k) => k.slice(g.length + 1)));
@@ -627,5 +628,12 @@ export class E2ee extends EventTarget {
     }
     hits.sort((a, b) => b.created_at - a.created_at);
     return hits.slice(0, limit);
+  }
+
+  // One character (a Chinese word, a Korean syllable): no pair to look up, read the texts.
+  async _scan(q, chatId, limit) {
+    const rows = (await this.store.getAll("texts")).filter((r) => r.doc.toLowerCase().includes(q)
+      && (chatId === null || r.chat_id === chatId));
+    return rows.sort((a, b) => b.created_at - a.created_at).slice(0, limit);
   }
 }

@@ -1,0 +1,40 @@
+"""End-to-end encryption from the command line: on by default, safety numbers, local search."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import ServerProcess
+from test_cli import Run, dari, js, signup  # noqa: F401  (the `dari` fixture)
+from test_e2ee_sdk import assert_absent
+
+
+def test_cli_chats_are_encrypted_and_verify_numbers_match(dari: Run, server: ServerProcess) -> None:  # noqa: F811
+    ann = signup(dari, server, "ann", "ann", "Ann")
+    signup(dari, server, "ben", "ben", "Ben")
+    dari("friend", "add", "ben", "--profile", "ann")
+    chat = js(dari("chat", "open", "ben", "--profile", "ann", "--json"))
+    assert chat["e2ee"] is True
+    assert "end-to-end encrypted" in dari("chat", "info", str(chat["chat_id"]), "--profile", "ann").stdout
+    secret = "퇴근 후에 비밀 장소에서 만나요"
+    sent = js(dari("msg", "send", "ben", secret, "--profile", "ann", "--json"))
+    assert sent["text"] == secret and sent["e2ee_status"] == "ok"
+    history = dari("msg", "history", "ann", "--profile", "ben").stdout
+    assert f"Ann: {secret}" in history, history
+    hits = js(dari("search", "비밀", "--profile", "ben", "--json"))
+    assert [h["seq"] for h in hits] == [sent["seq"]]
+    group = js(dari("chat", "group", "create", "모임", "--with", "ben", "--profile", "ann", "--json"))
+    assert group["e2ee"] is True
+    plain = js(dari("chat", "group", "create", "open plan", "--with", "ben", "--plain", "--profile", "ann", "--json"))
+    assert plain["e2ee"] is False
+    assert_absent(server.data_dir, secret, "비밀 장소")
+
+    a = js(dari("verify", "ben", "--profile", "ann", "--json"))
+    b = js(dari("verify", "ann", "--profile", "ben", "--json"))
+    assert a["safety_number"] == b["safety_number"] and not a["verified"]
+    assert re.fullmatch(r"(\d{5} ){11}\d{5}", a["safety_number"])
+    assert a["qr"] == b["qr"] and a["qr"].startswith(f"dari-verify:1:{ann['user']['user_id']}:")
+    human = dari("verify", "ben", "--profile", "ann").stdout
+    assert " ".join(a["safety_number"].split()[:4]).replace(" ", "  ") in human and "not verified" in human
+    assert js(dari("verify", "ben", "--confirm", "--profile", "ann", "--json"))["verified"] is True
+    assert js(dari("verify", "ben", "--profile", "ann", "--json"))["verified"] is True
