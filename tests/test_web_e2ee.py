@@ -269,3 +269,35 @@ async def test_safety_numbers_match_the_sdk_and_local_search_finds_korean(server
     await hits.first.click()
     await expect(message(alice, "내일 한강공원에서 만나요")).to_be_visible(timeout=T)
     assert not alice.errors  # type: ignore[attr-defined]
+
+
+async def test_a_page_linked_from_the_sdk_reads_the_encrypted_history(server: ServerProcess, make_user: MakeUser,
+                                                                     browser: Browser) -> None:  # noqa: F811
+    bob: Client = await make_user("bob")
+    carol: Client = await make_user("carol")
+    assert bob.user is not None and carol.user is not None
+    chat = await carol.open_direct(bob.user["user_id"])
+    await carol.send_message(chat["chat_id"], "before the browser existed")
+    await sdk_message(bob, chat["chat_id"], lambda m: m["text"] == "before the browser existed")
+
+    # The page links itself to Bob's account with a code the SDK approves; the SDK then hands it the
+    # master key and the chat's keys (link_request, link_transfer).
+    _, page = await new_page(browser)
+    await page.goto(server.url)
+    await page.click("#tab-link")
+    await page.locator("#link-form [name=device_name]").fill("Bob's browser")
+    await page.locator("#link-form button[type=submit]").click()
+    code = page.locator("#link-code")
+    await expect(code).to_have_text(re.compile(r"^[A-Z2-9]{4}-[A-Z2-9]{4}$"), timeout=T)
+    await bob.call("device.link_approve", code=await code.inner_text())
+    await expect(page.locator("#app")).to_be_visible(timeout=T)
+    await page.locator(".chat-item", has=page.locator(".chat-name", has_text="Carol")).click()
+    await expect(message(page, "before the browser existed")).to_be_visible(timeout=T)
+
+    # Its bundle is signed by Bob's master key: Carol and Bob's SDK get its room keys and read it.
+    await send(page, "hello from the linked browser")
+    for c in (carol, bob):
+        await sdk_message(c, chat["chat_id"], lambda m: m["text"] == "hello from the linked browser")
+    await carol.send_message(chat["chat_id"], "hi, browser")
+    await expect(message(page, "hi, browser")).to_be_visible(timeout=T)
+    assert not page.errors  # type: ignore[attr-defined]
