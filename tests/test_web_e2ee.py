@@ -301,3 +301,37 @@ async def test_a_page_linked_from_the_sdk_reads_the_encrypted_history(server: Se
     await carol.send_message(chat["chat_id"], "hi, browser")
     await expect(message(page, "hi, browser")).to_be_visible(timeout=T)
     assert not page.errors  # type: ignore[attr-defined]
+
+
+async def test_a_message_whose_key_comes_late_is_decrypted_when_it_arrives(server: ServerProcess, make_user: MakeUser,
+                                                                          browser: Browser) -> None:  # noqa: F811
+    _, alice = await new_page(browser)
+    await signup(alice, server.url, "alice")
+    bob: Client = await make_user("bob")
+    assert bob.user is not None and bob.e2ee is not None
+    await open_direct_with(alice, bob.user["handle"])
+    chat_id = await chat_id_of(alice)
+
+    # Bob's room key is held back (the real to-device send, called later): the page gets the message
+    # first and says its key has not arrived.
+    held: list[tuple[Any, ...]] = []
+    send_olm = bob.e2ee._send_olm
+
+    async def hold(*args: Any) -> Any:
+        held.append(args)
+        return args[0]
+
+    bob.e2ee._send_olm = hold  # type: ignore[method-assign]
+    await bob.send_message(chat_id, "the key comes later")
+    bob.e2ee._send_olm = send_olm  # type: ignore[method-assign]
+    assert held
+    waiting = alice.locator("li.msg[data-seq] .e2ee-failed")
+    await expect(waiting).to_have_attribute("data-reason", "unknown_session", timeout=T)
+    await expect(waiting).to_contain_text("its key has not arrived yet")
+    for args in held:
+        await send_olm(*args)
+    await expect(message(alice, "the key comes later")).to_be_visible(timeout=T)
+    await expect(waiting).to_have_count(0)
+    row = alice.locator(".chat-item", has=alice.locator(".chat-name", has_text="Bob"))
+    await expect(row.locator(".chat-preview")).to_have_text("the key comes later", timeout=T)
+    assert not alice.errors  # type: ignore[attr-defined]
