@@ -268,6 +268,15 @@ async def test_safety_numbers_match_the_sdk_and_local_search_finds_korean(server
     assert_no_plaintext(server, "한강공원")   # nor could the server's index have found it
     await hits.first.click()
     await expect(message(alice, "내일 한강공원에서 만나요")).to_be_visible(timeout=T)
+
+    # Logging out removes this device's keys, sessions and index from the browser.
+    dbs = "async () => (await indexedDB.databases()).map(d => d.name).filter(n => n.startsWith('dari-e2ee-'))"
+    assert len(await alice.evaluate(dbs)) == 1
+    await alice.click("[data-tab=settings]")
+    await alice.click("#btn-logout")
+    await alice.click(".confirm-ok")
+    await expect(alice.locator("#auth")).to_be_visible(timeout=T)
+    await alice.wait_for_function(f"({dbs})().then(n => n.length === 0)", timeout=T)
     assert not alice.errors  # type: ignore[attr-defined]
 
 
@@ -335,3 +344,26 @@ async def test_a_message_whose_key_comes_late_is_decrypted_when_it_arrives(serve
     row = alice.locator(".chat-item", has=alice.locator(".chat-name", has_text="Bob"))
     await expect(row.locator(".chat-preview")).to_have_text("the key comes later", timeout=T)
     assert not alice.errors  # type: ignore[attr-defined]
+
+
+async def test_open_chats_say_they_are_not_end_to_end_encrypted(server: ServerProcess, make_user: MakeUser,
+                                                                browser: Browser) -> None:  # noqa: F811
+    owner: Client = await make_user("owner")
+    room = await owner.call("chat.create_open", title="Busan cyclists", nickname="Captain")
+    _, page = await new_page(browser)
+    await signup(page, server.url, "eve")
+    await page.click("#btn-new-chat")
+    await page.click("[data-mode=join]")
+    form = page.locator("#dialog form[data-form=join]")
+    await form.locator("[name=link_code]").fill(room["link_code"])
+    await form.locator("[name=nickname]").fill("Wheelie")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("#chat-title")).to_have_text("Busan cyclists", timeout=T)
+    badge = page.locator("#chat-e2ee")
+    await expect(badge).to_have_text("Not end-to-end encrypted", timeout=T)
+    await expect(badge).to_have_attribute("data-e2ee", "false")
+    await expect(badge).to_be_disabled()
+    await send(page, "plain as day")
+    await sdk_message(owner, room["chat_id"], lambda m: m["text"] == "plain as day")
+    assert [h["text"] for h in await owner.call("message.search", query="plain")] == ["plain as day"]
+    assert not page.errors  # type: ignore[attr-defined]

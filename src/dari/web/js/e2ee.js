@@ -91,6 +91,31 @@ export class E2ee extends EventTarget {
     await this.store.write([["kv", "master_seed", seed], ["kv", "await_link", undefined]]);
   }
 
+  // Logged out or revoked: this device's keys are gone from the server, and its sessions and
+  // decrypted texts go from the browser too.
+  async wipe() {
+    const name = this.store?.name;
+    await this.ready?.catch(() => {});
+    this.store?.close();
+    for (const list of this.olm.values()) for (const e of list) e.s.free();
+    for (const x of [...this.inbound.values(), ...this.outbound.values()]) x.g.free();
+    this.account?.free();
+    this.master?.free();
+    Object.assign(this, { store: null, ready: null, account: null, master: null, _key: null, _seen: null,
+      _indexed: null, _batch: [] });
+    clearTimeout(this._batchTimer);
+    this._batchTimer = null;
+    this.olm.clear();
+    this.inbound.clear();
+    this.outbound.clear();
+    this.users.clear();
+    this.results.clear();
+    if (name) await new Promise((resolve) => {
+      const req = indexedDB.deleteDatabase(name);
+      req.onsuccess = req.onerror = req.onblocked = () => resolve();
+    });
+  }
+
   _saveAccount() { return this.store.put("kv", "account", this.account.pickle(this.pickleKey)); }
 
   get identityKey() { return this.ids.curve25519; }

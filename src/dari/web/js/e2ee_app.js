@@ -28,6 +28,13 @@ export class E2eeApp {
     s.encodeSend = (item, params) => this.encodeSend(item, params);
     s.onE2eeRequired = (chatId) => this.markE2ee(chatId);
     s.addEventListener("opened", () => this.core.start().then(() => this.loadPins()).catch(() => {}));
+    s.addEventListener("logged-out", () => {
+      this.pins.clear();
+      this.raw.clear();
+      this.app.media.keys.clear();
+      localStorage.removeItem(`dari.stickers.recent.${this.session.user?.user_id}`);
+      this.core.wipe().catch((err) => console.warn("e2ee: local keys not removed", err));
+    });
     this.core.addEventListener("roomkey", (ev) => this.retry(ev.detail));
     this.core.addEventListener("keychange", (ev) => this.onKeyChange(ev.detail));
     this.core.addEventListener("linking", () => toast(t("e2ee.linking")));
