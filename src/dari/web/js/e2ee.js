@@ -7,6 +7,7 @@
 
 import { Account, InboundGroup, MasterKey, OlmSession, OutboundGroup, ed25519Verify, loadOlm } from "./e2ee_olm.js";
 import { E2eeStore } from "./e2ee_store.js";
+import { DariError } from "./session.js";
 import { b64decode, b64encode, canonicalJson, deviceText, grams } from "./e2ee_util.js";
 
 const ROTATE_MESSAGES = 100;
@@ -354,7 +355,8 @@ export class E2ee extends EventTarget {
   async encrypt(chatId, memberIds, content) {
     await this.start();
     return this.locked(async () => {
-      if (!this.master) throw new Error("this device waits for its keys from another device");
+      // Waiting for the device link: the outbox keeps the message and sends it once linked.
+      if (!this.master) throw new DariError("unavailable", "this device waits for its keys from another device");
       const users = await this.query([...new Set([...memberIds, this.userId])]);
       const targets = [];
       for (const [uid, entry] of users) {

@@ -38,7 +38,7 @@ export class E2eeApp {
     this.core.addEventListener("roomkey", (ev) => this.retry(ev.detail));
     this.core.addEventListener("keychange", (ev) => this.onKeyChange(ev.detail));
     this.core.addEventListener("linking", () => toast(t("e2ee.linking")));
-    this.core.addEventListener("linked", () => toast(t("e2ee.linked")));
+    this.core.addEventListener("linked", () => { toast(t("e2ee.linked")); this.session.flush(); });
     this.core.addEventListener("link_sent", (ev) => toast(t("e2ee.link_sent", { name: `#${ev.detail.device_id}` })));
   }
 
