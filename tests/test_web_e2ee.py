@@ -128,10 +128,21 @@ async def test_page_and_sdk_talk_encrypted_in_direct_and_group_chats(server: Ser
     await expect(message(alice, "밥도 왔어")).to_be_visible(timeout=T)
     # The SDK members read each other too (their sessions are shared with each other's devices).
     await sdk_message(carol, group, lambda m: m["text"] == "밥도 왔어")
+    # Carol is removed: the page's next message starts a new Megolm session (she never gets its key).
+    await alice.click("#btn-chat-info")
+    await alice.locator("#dialog .member-list li", has_text="Carol").get_by_role("button", name="Remove").click()
+    await expect(alice.locator("li.msg.system", has_text="removed")).to_be_visible(timeout=T)
+    await send(alice, "after carol left")
+    await sdk_message(bob, group, lambda m: m["text"] == "after carol left")
+    with sqlite3.connect(server.data_dir / "dari.db") as db:
+        sessions = [json.loads(e)["session_id"] for (e,) in db.execute(
+            "SELECT e2ee FROM messages WHERE chat_id = ? AND sender_id = ? AND kind = 'encrypted' ORDER BY seq",
+            (group, int(await alice.evaluate("dari.session.user.user_id"))))]
+    assert len(sessions) == 2 and sessions[0] != sessions[1]
 
     # What the server keeps is ciphertext only.
     assert_no_plaintext(server, "비밀 이야기", "고친 비밀", "잘 받았어", "reply under seal", "모두 안녕", "캐럴도 안녕",
-                        "밥도 왔어")
+                        "밥도 왔어", "after carol left")
     with sqlite3.connect(server.data_dir / "dari.db") as db:
         rows = db.execute("SELECT kind, text, e2ee FROM messages WHERE chat_id IN (?, ?) AND kind <> 'system'",
                           (direct, group)).fetchall()
