@@ -378,3 +378,28 @@ async def test_open_chats_say_they_are_not_end_to_end_encrypted(server: ServerPr
     await sdk_message(owner, room["chat_id"], lambda m: m["text"] == "plain as day")
     assert [h["text"] for h in await owner.call("message.search", query="plain")] == ["plain as day"]
     assert not page.errors  # type: ignore[attr-defined]
+
+
+async def test_two_tabs_of_one_device_take_turns_with_its_keys(server: ServerProcess, make_user: MakeUser,
+                                                               browser: Browser) -> None:  # noqa: F811
+    ctx, first = await new_page(browser)
+    await signup(first, server.url, "alice")
+    bob: Client = await make_user("bob")
+    assert bob.user is not None
+    await open_direct_with(first, bob.user["handle"])
+    chat_id = await chat_id_of(first)
+    second = await ctx.new_page()   # the same browser: the same token, device and key database
+    await second.goto(f"{server.url}/#chat={chat_id}")
+    await expect(second.locator("#chat-e2ee")).to_have_attribute("data-e2ee", "true", timeout=T)
+
+    # Each tab sends in turn; each must continue the Megolm session the other one advanced, or Bob
+    # would see one index used twice (and reject a message as replayed).
+    for i, tab in enumerate((second, first, second, first)):
+        await send(tab, f"turn {i}")
+        await expect(message(tab, f"turn {i}")).to_be_visible(timeout=T)
+    await sdk_message(bob, chat_id, lambda m: m["text"] == "turn 3")
+    page = await bob.call("message.history", chat_id=chat_id, limit=10)
+    assert [(m["text"], m["e2ee_status"]) for m in page["messages"]] == [(f"turn {i}", "ok") for i in range(4)]
+    await bob.send_message(chat_id, "both tabs read this")
+    for tab in (first, second):
+        await expect(message(tab, "both tabs read this")).to_be_visible(timeout=T)

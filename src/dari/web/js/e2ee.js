@@ -36,10 +36,37 @@ export class E2ee extends EventTarget {
   _emit(name, detail) { this.dispatchEvent(new CustomEvent(name, { detail })); }
 
   // One olm operation at a time: sessions are stateful and every change is pickled before the next.
+  // Across tabs too (they share this device's database): a Web Lock, and a tab that finds another
+  // tab's state newer than its own drops its copies and reads the pickles again (else two tabs could
+  // send with the same Megolm index, which receivers reject as replayed).
   locked(fn) {
-    const p = this._queue.then(fn);
+    const run = () => (navigator.locks && this.store
+      ? navigator.locks.request(`dari-e2ee-${this._key}`, () => this._exclusive(fn)) : fn());
+    const p = this._queue.then(run);
     this._queue = p.catch(() => {});
     return p;
+  }
+
+  async _exclusive(fn) {
+    const version = await this.store.get("kv", "version");
+    if (version !== undefined && version !== this._version) await this._reload();
+    try {
+      return await fn();
+    } finally {
+      this._version = crypto.randomUUID();
+      await this.store.put("kv", "version", this._version);
+    }
+  }
+
+  async _reload() {
+    for (const list of this.olm.values()) for (const e of list) e.s.free();
+    for (const x of this.outbound.values()) x.g.free();
+    this.olm.clear();
+    this.outbound.clear();
+    this.account.free();
+    this.account = Account.fromPickle(await this.store.get("kv", "account"), this.pickleKey);
+    const seed = await this.store.get("kv", "master_seed");
+    if (seed && !this.master) this.master = new MasterKey(seed);
   }
 
   // -- start ------------------------------------------------------------------------------
@@ -73,6 +100,10 @@ export class E2ee extends EventTarget {
       await this._saveAccount();
     }
     this.ids = this.account.identityKeys();
+    // Another tab of this device that stores a room key says so: messages waiting here decrypt too.
+    this.channel?.close();
+    this.channel = new BroadcastChannel(`dari-e2ee-${this._key}`);
+    this.channel.onmessage = (ev) => { if (ev.data?.roomkey) this._roomKeyStored(ev.data.roomkey); };
     if (localStorage.getItem("dari.e2ee.await_link")) {
       localStorage.removeItem("dari.e2ee.await_link");
       await this.store.put("kv", "await_link", true);
@@ -98,6 +129,8 @@ export class E2ee extends EventTarget {
     const name = this.store?.name;
     await this.ready?.catch(() => {});
     this.store?.close();
+    this.channel?.close();
+    this.channel = null;
     for (const list of this.olm.values()) for (const e of list) e.s.free();
     for (const x of [...this.inbound.values(), ...this.outbound.values()]) x.g.free();
     this.account?.free();
@@ -327,10 +360,17 @@ export class E2ee extends EventTarget {
     const key = `${meta.sender_key}|${meta.session_id}`;
     const old = await this._inboundFor(meta.sender_key, meta.session_id);
     if (old && old.g.firstIndex() <= g.firstIndex()) { g.free(); return; }
+    old?.g.free();
     this.inbound.set(key, { g, meta });
     await this.store.put("inbound", key, { meta, pickle: g.pickle(this.pickleKey) });
-    for (const k of this.results.keys()) if (k.startsWith(`${meta.session_id}|`)) this.results.delete(k);
-    this._emit("roomkey", { chat_id: meta.chat_id, session_id: meta.session_id });
+    this.channel?.postMessage({ roomkey: { key, chat_id: meta.chat_id, session_id: meta.session_id } });
+    this._roomKeyStored({ chat_id: meta.chat_id, session_id: meta.session_id });
+  }
+
+  _roomKeyStored({ key, chat_id: chatId, session_id: sessionId }) {
+    if (key) { this.inbound.get(key)?.g.free(); this.inbound.delete(key); } // another tab's: read it again
+    for (const k of this.results.keys()) if (k.startsWith(`${sessionId}|`)) this.results.delete(k);
+    this._emit("roomkey", { chat_id: chatId, session_id: sessionId });
   }
 
   // Who the session of this envelope came from (message.edited events name no sender; the
