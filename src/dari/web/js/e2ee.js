@@ -1,22 +1,22 @@
 // End-to-end encryption for the page, as docs/e2ee.md specifies: device bundles signed by the
 // device and by the user's master key, Olm to-device messages carrying Megolm room keys, one
 // outbound Megolm session per chat shared with every verified device of every member (and this
-// user's other devices), envelope checks with failure reasons, pinned master keys, a local search
-// index. State is pickled to IndexedDB after every change (e2ee_store.js); olm is behind
-// e2ee_olm.js.
+// user's other devices), envelope checks with failure reasons, pinned master keys. State is
+// pickled to IndexedDB after every change (e2ee_store.js); olm is behind e2ee_olm.js; the device
+// link is in e2ee_link.js and the local search in e2ee_search.js.
 
 import { Account, InboundGroup, MasterKey, OlmSession, OutboundGroup, ed25519Verify, loadOlm } from "./e2ee_olm.js";
+import { approved, expectLink, linkPart, onLinkRequest, requestLink } from "./e2ee_link.js";
+import { LocalIndex } from "./e2ee_search.js";
 import { E2eeStore } from "./e2ee_store.js";
 import { DariError } from "./session.js";
-import { b64decode, b64encode, canonicalJson, deviceText, grams } from "./e2ee_util.js";
+import { b64encode, canonicalJson, deviceText } from "./e2ee_util.js";
 
 const ROTATE_MESSAGES = 100;
 const ROTATE_MS = 7 * 86400000;
 const OTK_TARGET = 50;
 const QUERY_TTL_MS = 5 * 60000;
 const MAX_PAYLOAD = 64 * 1024;
-const LINK_APPROVAL_MS = 15 * 60000;
-const LINK_PART = 47 * 1024;
 
 export class E2ee extends EventTarget {
   constructor(session) {
@@ -29,6 +29,7 @@ export class E2ee extends EventTarget {
     this.inbound = new Map(); // `${sender_key}|${session_id}` -> {g: InboundGroup, meta}
     this.outbound = new Map(); // chat_id -> {g: OutboundGroup, meta}
     this.results = new Map(); // decrypted envelopes, by session and ciphertext (history pages come again)
+    this.local = new LocalIndex(this);
     this._queue = Promise.resolve();
     this._pulling = false;
   }
@@ -113,7 +114,7 @@ export class E2ee extends EventTarget {
     else if (!(await this.store.get("kv", "await_link"))) await this.setMasterSeed(MasterKey.newSeed());
     // A linked device without its master key asks for it; any other publishes its keys.
     if (this.master) await this.locked(() => this._publish());
-    else await this.locked(() => this._requestLink());
+    else await this.locked(() => requestLink(this));
     this.pullToDevice();
   }
 
@@ -136,7 +137,8 @@ export class E2ee extends EventTarget {
     this.account?.free();
     this.master?.free();
     Object.assign(this, { store: null, ready: null, account: null, master: null, _key: null, _seen: null,
-      _indexed: null, _batch: [] });
+      _batch: [] });
+    this.local.reset();
     clearTimeout(this._batchTimer);
     this._batchTimer = null;
     this.olm.clear();
@@ -188,7 +190,7 @@ export class E2ee extends EventTarget {
   forget(userId) {
     this.users.delete(userId);
     if (userId === this.userId && this.ready && this.account && !this.master) {
-      this.locked(() => this._requestLink()).catch((err) => console.warn("link request failed", err));
+      this.locked(() => requestLink(this)).catch((err) => console.warn("link request failed", err));
     }
   }
 
@@ -332,7 +334,7 @@ export class E2ee extends EventTarget {
 
   async _handleToDevice(m) {
     const p = typeof m.payload === "string" ? JSON.parse(m.payload) : m.payload || {};
-    if (p.alg === "dari.link_request.v1") { await this._onLinkRequest({ ...m, payload: p }); return; }
+    if (p.alg === "dari.link_request.v1") { await onLinkRequest(this, { ...m, payload: p }); return; }
     if (p.alg !== "olm.v1" || typeof p.sender_key !== "string" || typeof p.body !== "string") throw new Error("not olm.v1");
     const [entry, text] = await this._olmDecrypt(p.sender_key, p.type, p.body);
     await this.store.write([this._olmOp(p.sender_key, entry)]);
@@ -344,7 +346,7 @@ export class E2ee extends EventTarget {
     if (!dev) dev = (await this.query([m.sender_id], { refresh: true })).get(m.sender_id)?.devices.get(m.sender_device);
     if (!dev || dev.identity_key !== p.sender_key) throw new Error("sender device not verified");
     if (plain.type === "room_key") await this._roomKey(plain, p.sender_key);
-    else if (plain.type === "link_transfer" && m.sender_id === this.userId) await this._linkPart(plain.content, m.sender_device);
+    else if (plain.type === "link_transfer" && m.sender_id === this.userId) await linkPart(this, plain.content, m.sender_device);
   }
 
   async _roomKey(plain, senderKey) {
@@ -462,6 +464,11 @@ export class E2ee extends EventTarget {
     });
   }
 
+  // -- device link (e2ee_link.js) ----------------------------------------------------------
+  static expectLink() { expectLink(); }
+
+  approved(deviceId) { return approved(this, deviceId); }
+
   // -- Megolm: receiving ------------------------------------------------------------------
   // {ok: true, content} or {ok: false, reason} for an envelope of a message `ident` (chat:seq)
   // said to be from `senderId` in chat `chatId`.
@@ -542,165 +549,4 @@ export class E2ee extends EventTarget {
     }, 100);
   }
 
-  // -- device link ------------------------------------------------------------------------
-  // As the SDK does it (src/dari/client/e2ee_sync.py): the new device, with no master key yet,
-  // sends its keys in the clear (they are public; the server records which device sent them) and
-  // one one-time key to this user's other devices (dari.link_request.v1); the device that approved
-  // it within LINK_APPROVAL_MS answers over Olm with link_transfer parts (master seed, sessions).
-
-  // This page was approved from another device: it waits for the master seed.
-  static expectLink() { localStorage.setItem("dari.e2ee.await_link", "1"); }
-
-  // device.link_approve went through here: that device may ask for the master key for a while.
-  async approved(deviceId) {
-    await this.start();
-    const table = (await this.store.get("kv", "link_approved")) || {};
-    const now = Date.now();
-    for (const [k, v] of Object.entries(table)) if (now - v > LINK_APPROVAL_MS) delete table[k];
-    table[deviceId] = now;
-    await this.store.put("kv", "link_approved", table);
-  }
-
-  async _requestLink() {
-    const res = await this.session.call("keys.query", { user_ids: [this.userId] });
-    const targets = (res.users || []).flatMap((u) => u.devices || []).map((b) => b.device_id)
-      .filter((d) => d !== this.deviceId);
-    if (!targets.length) return;
-    if (!Object.keys(this.account.oneTimeKeys()).length) {
-      this.account.generateOneTimeKeys(1);
-      await this._saveAccount();
-    }
-    const otk = Object.values(this.account.oneTimeKeys())[0];
-    const text = deviceText(this.userId, this.deviceId, this.ids.curve25519, this.ids.ed25519);
-    const payload = { alg: "dari.link_request.v1", identity_key: this.ids.curve25519, signing_key: this.ids.ed25519,
-      one_time_key: otk, device_signature: this.account.sign(text) };
-    await this.session.call("todevice.send", { messages: targets.map((d) => ({ device_id: d, payload })) });
-    this._emit("linking", {});
-  }
-
-  async _onLinkRequest(m) {
-    const p = m.payload;
-    const table = (await this.store.get("kv", "link_approved")) || {};
-    const when = table[m.sender_device];
-    if (m.sender_id !== this.userId || !when || Date.now() - when > LINK_APPROVAL_MS || !this.master) {
-      throw new Error(`device ${m.sender_device} asked for keys it was not approved for`);
-    }
-    const text = deviceText(this.userId, m.sender_device, p.identity_key, p.signing_key);
-    if (!ed25519Verify(p.signing_key, text, p.device_signature)) throw new Error("link request signature");
-    const s = this.account.outbound(p.identity_key, p.one_time_key);
-    (await this._olmSessions(p.identity_key)).push({ id: s.id(), used: Date.now(), s });
-    const sessions = [];
-    for (const row of await this.store.getAll("inbound")) {
-      const g = InboundGroup.fromPickle(row.pickle, this.pickleKey);
-      sessions.push({ chat_id: row.meta.chat_id, sender_id: row.meta.sender_id, sender_device: row.meta.sender_device,
-        sender_key: row.meta.sender_key, session_id: row.meta.session_id, first_index: g.firstIndex(),
-        exported: g.exportAt(g.firstIndex()) });
-      g.free();
-    }
-    const parts = [[]];
-    let size = 0;
-    for (const x of sessions) {
-      const n = canonicalJson(x).length;
-      if (parts[parts.length - 1].length && size + n > LINK_PART) { parts.push([]); size = 0; }
-      parts[parts.length - 1].push(x);
-      size += n;
-    }
-    const target = { user_id: this.userId, device_id: m.sender_device, identity_key: p.identity_key };
-    for (let i = 0; i < parts.length; i++) {
-      await this._sendToDevices([target], "link_transfer",
-        { master_seed: b64encode(this.master.seed), part: i, parts: parts.length, sessions: parts[i] });
-    }
-    delete table[m.sender_device];
-    await this.store.put("kv", "link_approved", table);
-    this._emit("link_sent", { device_id: m.sender_device });
-  }
-
-  async _linkPart(c, senderDevice) {
-    const seed = b64decode(c.master_seed);
-    if (seed.length !== 32) throw new Error("bad master seed");
-    const master = new MasterKey(seed);
-    const current = (await this.query([this.userId], { refresh: true })).get(this.userId)?.master_key;
-    if (current && master.publicKey !== current) { master.free(); throw new Error("not our current master key"); }
-    for (const s of c.sessions || []) {
-      const g = InboundGroup.fromExport(s.exported);
-      if (g.id() !== s.session_id) { g.free(); continue; }
-      await this._keepInbound(g, { chat_id: s.chat_id, sender_id: s.sender_id, sender_device: s.sender_device,
-        sender_key: s.sender_key, session_id: s.session_id });
-    }
-    const got = (this._linkParts ||= new Map());
-    const parts = got.get(senderDevice) || new Set();
-    parts.add(c.part);
-    got.set(senderDevice, parts);
-    if (!this.master) {
-      this.master = master;
-      await this.store.write([["kv", "master_seed", seed]]);
-    } else {
-      master.free();
-    }
-    if (parts.size >= c.parts && (await this.store.get("kv", "await_link"))) {
-      await this.store.put("kv", "await_link", undefined);
-      await this._publish();
-      this._emit("linked", { device_id: senderDevice });
-    }
-  }
-
-  // -- local search -----------------------------------------------------------------------
-  // A message's text and its file's name, as the server indexes captions and names of plaintext chats.
-  async index(msg) {
-    const name = msg.attachment?.name && msg.kind !== "sticker" ? msg.attachment.name : "";
-    const doc = [msg.text, name].filter(Boolean).join(" ");
-    if (!this.store || !doc) return;
-    const id = `${msg.chat_id}:${msg.seq}`;
-    this._indexed ||= new Map();
-    if (this._indexed.get(id) === doc) return;
-    const old = this._indexed.has(id) ? null : await this.store.get("texts", id);
-    const before = this._indexed.get(id) ?? old?.doc;
-    this._indexed.set(id, doc);
-    if (before === doc) return;
-    const gs = grams(doc);
-    const ops = (before ? grams(before) : []).map((g) => ["grams", `${g}|${id}`, undefined]);
-    ops.push(...gs.map((g) => ["grams", `${g}|${id}`, 1]));
-    ops.push(["texts", id, { chat_id: msg.chat_id, seq: msg.seq, text: msg.text, name, doc,
-      created_at: msg.created_at, sender_id: msg.sender_id, kind: msg.kind }]);
-    this._later(...ops);
-  }
-
-  async unindex(chatId, seq) {
-    if (!this.store) return;
-    const id = `${chatId}:${seq}`;
-    const doc = this._indexed?.get(id) ?? (await this.store.get("texts", id))?.doc;
-    this._indexed?.delete(id);
-    if (!doc) return;
-    this._later(...grams(doc).map((g) => ["grams", `${g}|${id}`, undefined]), ["texts", id, undefined]);
-  }
-
-  // Messages of E2EE chats this device decrypted whose text contains `query` (newest first).
-  async search(query, { chatId = null, limit = 50 } = {}) {
-    if (!this.store) return [];
-    await this.flushLater();
-    const q = query.trim().toLowerCase();
-    const gs = grams(q);
-    if (!gs.length) return [];
-    if ([...q].length === 1) return this._scan(q, chatId, limit);
-    let ids = null;
-    for (const g of gs.slice(0, 4)) {
-      const found = new Set((await this.store.keys("grams", E2eeStore.prefix(`${g}|`))).map((k) => k.slice(g.length + 1)));
-      ids = ids ? new Set([...ids].filter((x) => found.has(x))) : found;
-      if (!ids.size) return [];
-    }
-    const hits = [];
-    for (const id of ids) {
-      const row = await this.store.get("texts", id);
-      if (row && row.doc.toLowerCase().includes(q) && (chatId === null || row.chat_id === chatId)) hits.push(row);
-    }
-    hits.sort((a, b) => b.created_at - a.created_at);
-    return hits.slice(0, limit);
-  }
-
-  // One character (a Chinese word, a Korean syllable): no pair to look up, read the texts.
-  async _scan(q, chatId, limit) {
-    const rows = (await this.store.getAll("texts")).filter((r) => r.doc.toLowerCase().includes(q)
-      && (chatId === null || r.chat_id === chatId));
-    return rows.sort((a, b) => b.created_at - a.created_at).slice(0, limit);
-  }
 }

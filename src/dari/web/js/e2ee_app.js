@@ -202,7 +202,7 @@ export class E2eeApp {
         if (open?.e2ee && open.members.some((m) => m.user_id === p.user_id)) this.watch(open.chat_id);
         break;
       }
-      case "message.unsent": this.core.unindex(p.chat_id, p.seq).catch(() => {}); break;
+      case "message.unsent": this.core.local.unindex(p.chat_id, p.seq).catch(() => {}); break;
       case "keys.low": this.core.topUp(); break;
       case "chat.members":
         if (p?.left?.length || p?.removed?.length) this.core.rotate(p.chat_id).catch(() => {});
@@ -223,7 +223,7 @@ export class E2eeApp {
     }
     if (!r.ok) return { ...msg, kind: "encrypted", text: "", attachment: null, e2ee_error: r.reason };
     const out = { ...msg, e2ee_error: null, ...this.fromContent(msg, r.content) };
-    this.core.index(out).catch(() => {});
+    this.core.local.index(out).catch(() => {});
     return out;
   }
 
@@ -381,7 +381,7 @@ export class E2eeApp {
   async search(query, { chatId = null } = {}) {
     try {
       await this.core.start();
-      const rows = await this.core.search(query, { chatId });
+      const rows = await this.core.local.search(query, { chatId });
       return rows.map((r) => ({ chat_id: r.chat_id, seq: r.seq, text: r.text, kind: r.kind, created_at: r.created_at,
         sender_id: r.sender_id, attachment: r.name ? { name: r.name } : null,
         chat_title: this.app.chats.get(r.chat_id)?.title || "", local: true }));
