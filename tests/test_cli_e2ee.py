@@ -38,3 +38,8 @@ def test_cli_chats_are_encrypted_and_verify_numbers_match(dari: Run, server: Ser
     assert " ".join(a["safety_number"].split()[:4]).replace(" ", "  ") in human and "not verified" in human
     assert js(dari("verify", "ben", "--confirm", "--profile", "ann", "--json"))["verified"] is True
     assert js(dari("verify", "ben", "--profile", "ann", "--json"))["verified"] is True
+    # Logging out ends the device: its keys and its index of decrypted messages leave the disk too.
+    home = dari.home / "ben"  # type: ignore[attr-defined]
+    assert list(home.glob("crypto-*.db"))
+    dari("account", "logout", "--profile", "ben")
+    assert not list(home.glob("crypto-*"))
