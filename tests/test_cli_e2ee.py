@@ -38,6 +38,13 @@ def test_cli_chats_are_encrypted_and_verify_numbers_match(dari: Run, server: Ser
     assert " ".join(a["safety_number"].split()[:4]).replace(" ", "  ") in human and "not verified" in human
     assert js(dari("verify", "ben", "--confirm", "--profile", "ann", "--json"))["verified"] is True
     assert js(dari("verify", "ben", "--profile", "ann", "--json"))["verified"] is True
+    # A password login on another device makes a new master key: it says so, and Ben sees the change.
+    login = dari("account", "login", "ann", "--server", server.url, "--profile", "ann-tablet")
+    assert "security code changed" in login.stderr, login.stderr
+    changed = js(dari("verify", "ann", "--profile", "ben", "--json"))
+    assert changed["changed"] is True and changed["verified"] is False
+    assert changed["safety_number"] != b["safety_number"]
+    assert "CHANGED" in dari("verify", "ann", "--profile", "ben").stdout
     # Logging out ends the device: its keys and its index of decrypted messages leave the disk too.
     home = dari.home / "ben"  # type: ignore[attr-defined]
     assert list(home.glob("crypto-*.db"))
