@@ -72,8 +72,8 @@ class E2EE:
         try:
             await self._start()
         except DariError as err:
-            if err.code == ErrorCode.UNAVAILABLE:
-                return      # the connection dropped: the next session.open tries again
+            if err.code in (ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL):
+                return      # passing trouble: the next session.open tries again
             self._disable(f"{err.code.value}: {err.message}")
         except E2EEError as err:
             self._disable(str(err))
@@ -341,6 +341,9 @@ class E2EE:
         m = self.machine
         if m is None or not self.active:
             raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
+        if m.master is None:
+            raise DariError(ErrorCode.UNAVAILABLE, "this device is waiting for its encryption keys from the device"
+                            " that approved it; keep that device online", {"reason": "awaiting_link"})
         lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
         async with lock:
             members = await self.members_of(chat_id)
