@@ -55,6 +55,7 @@ class E2EE:
         self.waiting: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
         self.keys_changed = 0                       # keys.changed handled (tests wait on it)
         self._lock = asyncio.Lock()                 # one to-device drain at a time
+        self._upload_lock = asyncio.Lock()
         self._chat_locks: dict[int, asyncio.Lock] = {}
         self._link_parts: dict[int, dict[int, dict[str, Any]]] = {}
         self.linked = asyncio.Event()
@@ -115,6 +116,10 @@ class E2EE:
             self.synced.set()
 
     async def _upload(self) -> None:
+        async with self._upload_lock:    # keys.low comes once per claim below the mark: top up once
+            await self._upload_locked()
+
+    async def _upload_locked(self) -> None:
         m, store = self.machine, self.store
         assert m is not None and store is not None
         fresh = store.get("uploaded") != (m.master.public if m.master else "")
