@@ -60,8 +60,14 @@ async def _log_in(ctx: Ctx, signup: bool) -> int:
                              region=a.region, device_kind="cli")
     else:
         res = await c.login(handle, password, device_name=device, device_kind="cli")
-    if c.e2ee is not None:
-        await c.e2ee.wait_ready()   # this device's keys are on the server before the command ends
+    if c.e2ee is not None and await c.e2ee.wait_ready():   # this device's keys are up before we end
+        mine = await c.call("keys.query", user_ids=[res["user"]["user_id"]])
+        others = [d for u in mine.get("users", []) for d in u.get("devices", []) if d["device_id"] != res["device_id"]]
+        if not signup and others:
+            ctx.err.print("note: a password login makes a new end-to-end encryption key for your account: your"
+                          " contacts see that your security code changed, and your other devices can no longer"
+                          " read or send encrypted messages until linked again. Next time add a device with"
+                          " `dari account link` (approved from a logged-in one).", markup=False)
     prof.adopt(res, device)
     prof.cursor = c.cursor   # `dari watch` starts from the moment of login
     prof.save()

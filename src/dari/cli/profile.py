@@ -113,8 +113,14 @@ class Profile:
         os.replace(tmp, self.token_path)
 
     def clear_login(self) -> None:
-        """Forget the device (logout, revoke, delete). The outbox stays: it may hold unsent text."""
+        """Forget the device (logout, revoke, delete). The outbox stays: it may hold unsent text; the
+        device's E2EE keys do not."""
         self.token_path.unlink(missing_ok=True)
+        if self.user_id is not None and self.device_id is not None:
+            # The device is gone for good: its private keys and decrypted-message index go with it.
+            base = self.crypto_path.format(user_id=self.user_id, device_id=self.device_id)
+            for suffix in ("", ".key", "-wal", "-shm"):
+                Path(base + suffix).unlink(missing_ok=True)
         self.user_id = self.handle = self.display_name = self.device_id = self.device_name = None
         self.cursor = None
         self.extra.pop("direct_chats", None)   # another account may log in here next

@@ -1,9 +1,10 @@
 """The client: one realtime connection with automatic reconnect and resume by cursor (G4),
-request/response by id, an event stream, and the on-disk outbox (G7).
+request/response by id, an event stream, the on-disk outbox (G7), and end-to-end encryption
+(docs/e2ee.md; e2ee_sync.py) on by default.
 
-    async with Client("http://127.0.0.1:8080") as c:
+    async with Client("http://127.0.0.1:8080", crypto_path="keys-{user_id}-{device_id}.db") as c:
         await c.login("minji", "password", device_name="laptop")
-        chat = await c.call("chat.open_direct", user_id=2)
+        chat = await c.open_direct(2)                  # end-to-end encrypted
         await c.send_message(chat["chat_id"], "hello")
         async for ev in c.events():
             print(ev.name, ev.payload)

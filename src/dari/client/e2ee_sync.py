@@ -55,6 +55,7 @@ class E2EE:
         self.waiting: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
         self.keys_changed = 0                       # keys.changed handled (tests wait on it)
         self._lock = asyncio.Lock()                 # one to-device drain at a time
+        self._upload_lock = asyncio.Lock()
         self._chat_locks: dict[int, asyncio.Lock] = {}
         self._link_parts: dict[int, dict[int, dict[str, Any]]] = {}
         self.linked = asyncio.Event()
@@ -72,8 +73,8 @@ class E2EE:
         try:
             await self._start()
         except DariError as err:
-            if err.code == ErrorCode.UNAVAILABLE:
-                return      # the connection dropped: the next session.open tries again
+            if err.code in (ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL):
+                return      # passing trouble: the next session.open tries again
             self._disable(f"{err.code.value}: {err.message}")
         except E2EEError as err:
             self._disable(str(err))
@@ -115,6 +116,10 @@ class E2EE:
             self.synced.set()
 
     async def _upload(self) -> None:
+        async with self._upload_lock:    # keys.low comes once per claim below the mark: top up once
+            await self._upload_locked()
+
+    async def _upload_locked(self) -> None:
         m, store = self.machine, self.store
         assert m is not None and store is not None
         fresh = store.get("uploaded") != (m.master.public if m.master else "")
@@ -341,6 +346,9 @@ class E2EE:
         m = self.machine
         if m is None or not self.active:
             raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
+        if m.master is None:
+            raise DariError(ErrorCode.UNAVAILABLE, "this device is waiting for its encryption keys from the device"
+                            " that approved it; keep that device online", {"reason": "awaiting_link"})
         lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
         async with lock:
             members = await self.members_of(chat_id)

@@ -90,7 +90,8 @@ class Machine:
         if want:
             self.account.generate_one_time_keys(want)
             self._save_account()
-        return {k: str(v.to_base64()) for k, v in self.account.one_time_keys.items()}
+        keys = {k: str(v.to_base64()) for k, v in self.account.one_time_keys.items()}
+        return dict(list(keys.items())[:100])   # keys.upload takes at most 100 per call
 
     def fallback_key(self) -> dict[str, str] | None:
         # In the binding since 0.9 but missing from its type stubs.
