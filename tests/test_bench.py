@@ -49,6 +49,16 @@ def test_bench_quick_json() -> None:
     assert soak["rss_growth_pct"] is not None and len(soak["rss_samples"]) >= 5
 
 
+def test_bench_dm_throughput_e2ee_decrypts_everything() -> None:
+    """`--e2ee`: every message crosses the server as a Megolm envelope and every receiver decrypts it."""
+    proc = subprocess.run([sys.executable, "-m", "dari.cli.main", "bench", "--scenario", "dm-throughput", "--quick",
+                           "--e2ee", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    entry = json.loads(proc.stdout)["scenarios"]["dm-throughput"]
+    assert entry["e2ee"] is True and entry["messages_per_s"] > 0 and entry["decrypted"] >= entry["acked_total"] > 0
+    assert entry["lost"] == 0 and entry["duplicated"] == 0 and entry["decrypt_failures"] == 0, entry
+
+
 def test_bench_rejects_unknown_scenario() -> None:
     proc = subprocess.run([sys.executable, "-m", "dari.cli.main", "bench", "--scenario", "nope"],
                           capture_output=True, text=True, timeout=60)

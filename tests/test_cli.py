@@ -51,6 +51,25 @@ def signup(dari: Run, server: ServerProcess, profile: str, handle: str, name: st
                         "--json")))
 
 
+def link_device(dari: Run, server: ServerProcess, existing: str, profile: str, device: str) -> dict[str, Any]:
+    """`dari account link` on a new profile, approved with `dari device approve` on an existing one."""
+    proc = subprocess.Popen([sys.executable, "-m", "dari.cli.main", "account", "link", "--device", device, "--server",
+                             server.url, "--profile", profile, "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(dari.home))  # type: ignore[attr-defined]
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("code: "), first + proc.stderr.read()
+        approved = dari("device", "approve", first.split()[1], "--profile", existing)
+        assert "handed over" in approved.stdout, approved.stdout + approved.stderr
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+        return dict(json.loads(out))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_two_people_two_devices_chat_with_unread_counters(dari: Run, server: ServerProcess) -> None:
     alice = signup(dari, server, "alice", "alice", "Alice")
     signup(dari, server, "bob", "bob", "Bob")
@@ -59,10 +78,11 @@ def test_two_people_two_devices_chat_with_unread_counters(dari: Run, server: Ser
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert json.loads((dari.home / "alice" / "profile.json").read_text())["server"] == server.url  # type: ignore
 
-    # A second profile is a second device of the same account (the PC next to the phone).
-    pc = dari("account", "login", "alice", "--device", "PC", "--server", server.url, "--profile", "alice-pc",
-              "--json")
-    assert js(pc)["user"]["user_id"] == alice["user"]["user_id"]
+    # A second profile is a second device of the same account (the PC next to the phone), linked from
+    # the first so it carries the same end-to-end encryption master key (docs/e2ee.md: a password login
+    # would make a new one, and the phone would become an unverified device for Alice's contacts).
+    pc = link_device(dari, server, "alice", "alice-pc", "PC")
+    assert pc["user"]["user_id"] == alice["user"]["user_id"] and pc["keys"] is True
     devices = js(dari("device", "list", "--profile", "alice", "--json"))
     assert len(devices) == 2 and "PC" in {d["name"] for d in devices}
     assert [d["current"] for d in devices].count(True) == 1

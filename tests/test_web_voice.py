@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
 
 from dari.client import Client
-from dari.client.media import download
+from dari.client.media import download_attachment
 from dari.services import containers
 from tests.conftest import CHROMIUM_ARGS, PASSWORD, ServerProcess, chromium_path
 from tests.test_web import T, new_page, open_direct_with, send, signup
@@ -90,27 +90,35 @@ async def test_record_send_and_play_a_voice_message(server: ServerProcess, mic_b
     await expect(bob.locator("li.msg[data-seq] .text", has_text="that was all")).to_be_visible(timeout=T)
     await expect(voice_items(bob)).to_have_count(2)
 
-    # The SDK sees voice messages whose bytes are a real Opus recording of the length stored.
+    # The SDK sees voice messages whose bytes are a real Opus recording of the length stored. The
+    # chat is end-to-end encrypted: the SDK is a device Bob links from his page (Settings, approve
+    # a new device), which hands it the chat's keys; a device logged in by password could not read
+    # what was sent before it existed.
     sdk = Client(server.url)
-    await sdk.login(bob_handle, PASSWORD, device_name="sdk")
     try:
+        link = await sdk.link_start("sdk")
+        await bob.click("[data-tab=settings]")
+        approve = bob.locator("#approve-form")
+        await approve.locator("[name=code]").fill(link["code"])
+        await approve.locator("button[type=submit]").click()
+        await sdk.link_wait(link["secret"], timeout=30)
         chat_id = await bob.evaluate("window.dari.chat.chatId")
         history = await sdk.call("message.history", chat_id=chat_id)
         voices = [m for m in history["messages"] if m["kind"] == "voice"]
         assert len(voices) == 2
         for msg in voices:
             att = msg["attachment"]
-            assert att["type"] in ("audio/webm", "audio/ogg"), att
+            assert att["mime"] in ("audio/webm", "audio/ogg"), att
             assert att["size"] > 0 and 500 <= att["duration_ms"] <= 30000, att
             assert re.fullmatch(r"voice-\d{8}-\d{6}\.(webm|ogg)", att["name"]), att
-            data = await download(sdk, att["blob_id"])
+            data = await download_attachment(sdk, att)
             assert len(data) == att["size"] and is_opus_recording(data), data[:64]
             with tempfile.NamedTemporaryFile(suffix=".bin") as fh:
                 fh.write(data)
                 fh.flush()
                 probed = containers.webm_info(fh.name) or containers.ogg_info(fh.name)
             assert probed is not None and probed.kind == "audio" and probed.duration_ms, probed
-        # The message's length is the recording's (the server read it from the blocks).
+        # The message's length is the recording's (the page read it from the blocks).
         assert abs(probed.duration_ms - voices[-1]["attachment"]["duration_ms"]) < 50
     finally:
         await sdk.close()

@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
     p.add_argument("--bind", metavar="ADDR", help="source address of the load generator's connections (e.g."
                    " 127.0.0.2: each loopback address has its own ~28,000 ephemeral ports)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--e2ee", action="store_true", help="dm-throughput: end-to-end encrypted chats, every message"
+                   " encrypted by its sender and decrypted by its receiver with the SDK's core")
     p.add_argument("suite", nargs="?", choices=["failover", "detect", "web", "media"],
                    help="failover: time from a route cut (reset or blackhole) to the first message through the"
                         " next route, over --cuts repeated cuts; detect (root): in the censorship lab, time from a"
@@ -169,7 +171,7 @@ def _main(args: argparse.Namespace) -> int:
     cfg = Config(scenarios=args.scenarios or list(SCENARIOS), quick=args.quick, duration=args.duration,
                  users=args.users, connections=args.connections, window=max(1, args.window),
                  rate=max(0.0, args.rate), server=args.server, server_pid=args.server_pid,
-                 bind=args.bind)
+                 bind=args.bind, e2ee=args.e2ee)
     try:
         import uvloop
 
@@ -179,7 +181,7 @@ def _main(args: argparse.Namespace) -> int:
     results = asyncio.run(run_bench(cfg, SCENARIOS, SERVER_ENV))
     report = {"scenarios": results, "machine": machine_info(),
               "options": {"quick": cfg.quick, "duration": cfg.duration, "users": cfg.users,
-                          "connections": cfg.connections, "window": cfg.window, "rate": cfg.rate,
+                          "connections": cfg.connections, "window": cfg.window, "rate": cfg.rate, "e2ee": cfg.e2ee,
                           "server": cfg.server or "local"}}
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")

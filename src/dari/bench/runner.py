@@ -32,6 +32,7 @@ class Config:
     server_pid: int | None = None
     bind: str | None = None      # the load generator's source address (e.g. 127.0.0.2: more ephemeral ports)
     verbose: bool = True
+    e2ee: bool = False           # dm-throughput: end-to-end encrypted chats (bench/e2ee.py)
 
 
 @dataclass

@@ -62,6 +62,7 @@ msg_ref = msgspec.json.Decoder(MsgRef).decode
 _open_result = msgspec.json.Decoder(OpenResult).decode
 _encode = msgspec.json.Encoder().encode
 _SEND = b'{"id":%d,"method":"message.send","params":{"chat_id":%d,"client_id":"%s","text":"%s"}}'
+_SEND_E2EE = b'{"id":%d,"method":"message.send","params":{"chat_id":%d,"client_id":"%s","e2ee":%s}}'
 
 
 def _client_header(n: int) -> bytes:
@@ -211,6 +212,7 @@ class Conn:
         self.replayed = 0
         self.unexpected_closes = 0
         self.on_message: Callable[[Conn, MsgRef, float], None] | None = None
+        self.crypto: Any = None      # bench/e2ee.py BenchCrypto with --e2ee: encrypt sends, decrypt receipts
         self._pending: dict[int, asyncio.Future[msgspec.Raw]] = {}
         self._ids = 0
         self._live = asyncio.Event()
@@ -300,7 +302,11 @@ class Conn:
         if ws is None or ws.closed:
             raise ConnectionError("not connected")
         rid, fut = self._next()
-        await ws.send_frame(_SEND % (rid, chat_id, client_id.encode(), text), aiohttp.WSMsgType.TEXT)
+        if self.crypto is not None:
+            env = self.crypto.envelope(chat_id, client_id, text.decode())
+            await ws.send_frame(_SEND_E2EE % (rid, chat_id, client_id.encode(), env), aiohttp.WSMsgType.TEXT)
+        else:
+            await ws.send_frame(_SEND % (rid, chat_id, client_id.encode(), text), aiohttp.WSMsgType.TEXT)
         return msg_ref(await fut)
 
     # -- receiving ----------------------------------------------------------------------------
@@ -321,6 +327,8 @@ class Conn:
                 self.cursor = f.cursor
             if f.event == "message.new":
                 ref = msg_ref(f.payload)
+                if self.crypto is not None and ref.sender_id != self.user.user_id:
+                    self.crypto.open(f.payload)
                 received = self.received
                 seen = received.get(ref.chat_id)
                 if seen is None:
@@ -415,8 +423,9 @@ async def signup_many(http: aiohttp.ClientSession, base: str, n: int, prefix: st
     return await gather_limited(n, limit, one)
 
 
-async def open_direct(http: aiohttp.ClientSession, base: str, a: User, b: User) -> int:
-    res = await rest(http, base, "chat.open_direct", {"user_id": b.user_id}, a.token)
+async def open_direct(http: aiohttp.ClientSession, base: str, a: User, b: User, *, e2ee: bool = False) -> int:
+    res = await rest(http, base, "chat.open_direct", {"user_id": b.user_id, **({"e2ee": True} if e2ee else {})},
+                     a.token)
     return int(res["chat_id"])
 
 

@@ -43,7 +43,8 @@ def _print_detail(ctx: Ctx, d: dict[str, Any], verb: str = "") -> None:
     def human() -> None:
         head = Text(f"{verb}chat {d['chat_id']}: ")
         head.append(clean(d["title"] or "(untitled)"), style="bold")
-        head.append(f" ({d['kind']}, {len(d['members'])} members{', muted' if d.get('muted') else ''})")
+        lock = ", end-to-end encrypted" if d.get("e2ee") else ""
+        head.append(f" ({d['kind']}, {len(d['members'])} members{lock}{', muted' if d.get('muted') else ''})")
         if d.get("link_code"):
             head.append(f"  link code: {d['link_code']}")
         ctx.out.print(head)
@@ -56,7 +57,7 @@ def _print_detail(ctx: Ctx, d: dict[str, Any], verb: str = "") -> None:
 
 async def chat_open(ctx: Ctx) -> None:
     user = await user_ref(ctx, ctx.args.handle)
-    detail = await ctx.call("chat.open_direct", user_id=user["user_id"])
+    detail = await (await ctx.connect()).open_direct(user["user_id"], e2ee=False if ctx.args.plain else None)
     remember_direct(ctx, user["handle"], int(detail["chat_id"]))
     _print_detail(ctx, detail, "opened ")
 
@@ -78,8 +79,9 @@ async def _user_ids(ctx: Ctx, handles: list[str]) -> list[int]:
 
 async def group_create(ctx: Ctx) -> None:
     a = ctx.args
-    d = await ctx.call("chat.create_group", title=a.title, member_ids=await _user_ids(ctx, a.members or []),
-                       member_limit=a.limit)
+    c = await ctx.connect()
+    d = await c.create_group(a.title, await _user_ids(ctx, a.members or []), member_limit=a.limit,
+                             e2ee=False if a.plain else None)
     _print_detail(ctx, d, "created ")
 
 
@@ -233,7 +235,9 @@ def _chat_parser(leaf: Leaf) -> argparse.ArgumentParser:
                                      description="chats; `dari chat [CHAT]` opens the interactive chat")
     sub = parser.add_subparsers(dest="sub", required=True, metavar="COMMAND")
     leaf(sub, "list", chat_list, "your chats by last activity, with unread badges")
-    leaf(sub, "open", chat_open, "open (or create) the 1:1 chat with someone").add_argument("handle")
+    p = leaf(sub, "open", chat_open, "open (or create) the 1:1 chat with someone (end-to-end encrypted)")
+    p.add_argument("handle")
+    p.add_argument("--plain", action="store_true", help="not end-to-end encrypted (the server can read and search it)")
     leaf(sub, "info", chat_info, "members and their read pointers").add_argument("chat")
     p = leaf(sub, "read", chat_read, "mark a chat read")
     p.add_argument("chat")
@@ -243,6 +247,7 @@ def _chat_parser(leaf: Leaf) -> argparse.ArgumentParser:
     p.add_argument("title")
     p.add_argument("--with", dest="members", nargs="+", metavar="HANDLE", help="members to add")
     p.add_argument("--limit", type=int, help="member limit")
+    p.add_argument("--plain", action="store_true", help="not end-to-end encrypted (the server can read and search it)")
     p = leaf(sub, "invite", chat_invite, "invite people to a group")
     p.add_argument("chat")
     p.add_argument("handles", nargs="+", metavar="HANDLE")

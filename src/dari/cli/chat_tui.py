@@ -168,7 +168,16 @@ class ChatApp:
             self.s.pending.pop(str(p.get("client_id")), None)
             self.say(Text(f"! not sent [{clean(p.get('code'))}]: {clean(p.get('message'))}", style="red"))
             return True
+        if ev.name == "e2ee.key_changed" and int(p.get("user_id", 0)) in self.s.members:
+            who = clean(self.s.name(int(p["user_id"])))
+            self.say(Text(f"! {who}'s security code changed: compare safety numbers (dari verify #{p['user_id']})",
+                          style="bold yellow"))
+            return True
         if p.get("chat_id") != self.s.chat_id:
+            return True
+        if ev.name == "message.decrypted" and int(p.get("seq", 0)) in self.s.messages:
+            self.s.messages[int(p["seq"])].update(p)
+            self.say(Text("~ ", style="dim").append_text(self.s.line(int(p["seq"]))))
             return True
         if ev.name == "message.new":
             self.s.add(p)
@@ -191,7 +200,8 @@ class ChatApp:
             msg = self.s.messages.get(int(p["seq"]))
             if msg is not None:
                 if ev.name == "message.edited":
-                    msg.update(text=p["text"], edited_at=p["edited_at"])
+                    msg.update(text=p["text"], edited_at=p["edited_at"],
+                               **({"e2ee_status": p["e2ee_status"]} if "e2ee_status" in p else {}))
                 elif ev.name == "message.unsent":
                     msg.update(unsent=True, text="", reactions={})
                 else:

@@ -7,6 +7,7 @@ Chat and message commands live in chat_commands.py, the interactive chat in chat
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 from typing import Any
 
@@ -52,19 +53,62 @@ async def _log_in(ctx: Ctx, signup: bool) -> int:
     device = _device_name(a)
     from dari.client import Client
 
-    c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT)
+    c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT, crypto_path=prof.crypto_path)
     ctx.client = c
     if signup:
         res = await c.signup(handle, a.name or handle, password, device_name=device, phone=a.phone,
                              region=a.region, device_kind="cli")
     else:
         res = await c.login(handle, password, device_name=device, device_kind="cli")
+    if c.e2ee is not None and await c.e2ee.wait_ready():   # this device's keys are up before we end
+        mine = await c.call("keys.query", user_ids=[res["user"]["user_id"]])
+        others = [d for u in mine.get("users", []) for d in u.get("devices", []) if d["device_id"] != res["device_id"]]
+        if not signup and others:
+            ctx.err.print("note: a password login makes a new end-to-end encryption key for your account: your"
+                          " contacts see that your security code changed, and your other devices can no longer"
+                          " read or send encrypted messages until linked again. Next time add a device with"
+                          " `dari account link` (approved from a logged-in one).", markup=False)
     prof.adopt(res, device)
     prof.cursor = c.cursor   # `dari watch` starts from the moment of login
     prof.save()
     ctx.emit({"user": res["user"], "device_id": res["device_id"], "profile": prof.name, "server": prof.server},
              lambda: ctx.out.print(Text(f"{'signed up' if signup else 'logged in'} as "
                                         f"{clean(res['user']['display_name'])} (@{res['user']['handle']}),"
+                                        f" device {res['device_id']} ({device}), profile {prof.name}")))
+    return 0
+
+
+async def link(ctx: Ctx) -> int:
+    """Log this profile in as a new device of an account without a password: show a code, approve it
+    from a logged-in device (`dari device approve CODE`), and receive the end-to-end encryption keys
+    (master key and the chats' history keys) from it."""
+    a, prof = ctx.args, ctx.profile
+    if prof.token is not None:
+        raise ProfileError("conflict", f"profile {prof.name!r} is already logged in as @{prof.handle};"
+                           " log out first or use another --profile")
+    device = _device_name(a)
+    from dari.client import Client
+
+    c = Client(prof.server, outbox_path=prof.outbox_path, call_timeout=CALL_TIMEOUT, crypto_path=prof.crypto_path)
+    ctx.client = c
+    start = await c.link_start(device, "cli")
+    ctx.err.print(f"code: {start['code']}", markup=False)
+    ctx.err.print(f"approve it from a logged-in device within 5 minutes: dari device approve {start['code']}",
+                  markup=False)
+    res = await c.link_wait(start["secret"], timeout=a.timeout, wait_keys=False)
+    prof.adopt(res, device)
+    prof.cursor = c.cursor
+    prof.save()
+    keys = c.e2ee is None
+    if c.e2ee is not None:
+        try:
+            await asyncio.wait_for(c.e2ee.linked.wait(), a.timeout)
+            keys = True
+        except TimeoutError:
+            ctx.err.print("note: the encryption keys have not arrived yet; they come when the approving device"
+                          " is online (encrypted chats stay unreadable here until then)", markup=False)
+    ctx.emit({"user": res["user"], "device_id": res["device_id"], "profile": prof.name, "keys": keys},
+             lambda: ctx.out.print(Text(f"linked as {clean(res['user']['display_name'])} (@{res['user']['handle']}),"
                                         f" device {res['device_id']} ({device}), profile {prof.name}")))
     return 0
 
@@ -162,8 +206,21 @@ async def device_revoke(ctx: Ctx) -> None:
 
 
 async def device_approve(ctx: Ctx) -> None:
-    res = await ctx.call("device.link_approve", code=ctx.args.code)
+    c = await ctx.connect()
+    res = await c.call("device.link_approve", code=ctx.args.code)
     ctx.out.print(f"device {res['device_id']} ({res['name']}) is now logged in to your account", markup=False)
+    if c.e2ee is None or not await c.e2ee.wait_ready() or ctx.args.no_wait:
+        return
+    # Stay until the new device asked for our keys and got them (it needs our master key to read).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.args.wait
+    while res["device_id"] not in c.e2ee.transfers_sent:
+        if loop.time() > deadline:
+            ctx.err.print("note: the new device has not asked for the encryption keys yet; it gets them when"
+                          " this device is online again", markup=False)
+            return
+        await asyncio.sleep(0.1)
+    ctx.out.print("encryption keys and chat history handed over", markup=False)
 
 
 # -- friends -------------------------------------------------------------------------------------
@@ -235,6 +292,27 @@ async def search(ctx: Ctx) -> None:
         ["chat", "", "msg", "when", "text"],
         [[h["chat_id"], h["chat_title"], f"#{h['seq']}", when(h["created_at"]), summary(h, 100)] for h in hits])
         if hits else "no matches"))
+
+
+async def verify(ctx: Ctx) -> int:
+    """The safety number with someone: compare it in person (or scan the QR payload); --confirm pins
+    their master key as verified, so a change is flagged until you verify again."""
+    user = await user_ref(ctx, ctx.args.handle)
+    c = await ctx.connect()
+    info = await (c.verify_user(user["user_id"]) if ctx.args.confirm else c.safety_number(user["user_id"]))
+    groups = info["safety_number"].split(" ")
+
+    def human() -> None:
+        ctx.out.print(Text(f"safety number with {clean(user['display_name'])} (@{user['handle']}):"))
+        for i in range(0, 12, 4):
+            ctx.out.print("  " + "  ".join(groups[i:i + 4]), markup=False)
+        state = "verified" if info["verified"] else "not verified (compare the numbers, then --confirm)"
+        if info.get("changed") and not info["verified"]:
+            state = "their security code CHANGED since you first saw it; compare again, then --confirm"
+        ctx.out.print(Text(state, style="green" if info["verified"] else "yellow"))
+        ctx.out.print(Text(f"QR: {info['qr']}", style="dim"))
+    ctx.emit({**info, "handle": user["handle"]}, human)
+    return 0
 
 
 async def status(ctx: Ctx) -> int:
@@ -346,6 +424,9 @@ def register(sub: Any) -> None:
     p = leaf(acc, "login", login, "log this profile in as a new device of an account")
     p.add_argument("handle")
     p.add_argument("--device", help="device name (default cli@HOSTNAME)")
+    p = leaf(acc, "link", link, "log this profile in as a new device by a code approved on another device")
+    p.add_argument("--device", help="device name (default cli@HOSTNAME)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the approval and the keys")
     leaf(acc, "logout", logout, "log this device out")
     leaf(acc, "me", me, "your profile")
     p = leaf(acc, "profile", profile_cmd, "show or change display name and status message")
@@ -367,8 +448,10 @@ def register(sub: Any) -> None:
     p = leaf(dev, "rename", device_rename, "rename one of your devices (your other devices see it at once)")
     p.add_argument("device_id", type=int, metavar="ID")
     p.add_argument("name", metavar="NAME")
-    leaf(dev, "approve", device_approve, "log in a new device (a browser) that shows this code").add_argument(
-        "code", metavar="CODE")
+    p = leaf(dev, "approve", device_approve, "log in a new device (a browser, `dari account link`) showing this code")
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait to hand over the encryption keys")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the new device")
 
     fr = sub.add_parser("friend", help="friends and blocks").add_subparsers(dest="sub", required=True)
     leaf(fr, "add", invite_cmd.friend_add, "add a friend by handle, invite link or invite code").add_argument(
@@ -398,6 +481,9 @@ def register(sub: Any) -> None:
     p.add_argument("query")
     p.add_argument("--chat", help="only this chat")
     p.add_argument("--limit", type=int, default=20)
+    p = leaf(sub, "verify", verify, "the safety number with someone (E2EE); --confirm marks them verified")
+    p.add_argument("handle")
+    p.add_argument("--confirm", action="store_true", help="the numbers match: mark verified")
     leaf(sub, "status", status, "server, user, device, connection and outbox")
     ob = sub.add_parser("outbox", help="messages waiting to be sent").add_subparsers(dest="sub", required=True)
     leaf(ob, "list", outbox_list, "queued and refused messages (works offline)")

@@ -54,11 +54,14 @@ async def send_file(ctx: Ctx) -> None:
 
 
 async def media_save(ctx: Ctx) -> None:
-    from dari.client.media import download
+    from dari.client.media import download, download_attachment
 
     a = ctx.args
     c = await ctx.connect()
-    data = await download(c, a.blob_id, thumb=a.thumb)
+    # A blob of an end-to-end encrypted chat is random bytes: its key is in the message that carries it.
+    att = await c.e2ee.find_attachment(a.blob_id) if c.e2ee is not None else None
+    data = await (download_attachment(c, att, thumb=a.thumb) if att is not None
+                  else download(c, a.blob_id, thumb=a.thumb))
     path = a.path
     if os.path.isdir(path):
         path = os.path.join(path, a.blob_id[:16] + (".webp" if a.thumb else ""))
@@ -89,9 +92,10 @@ async def sticker_install(ctx: Ctx) -> None:
 
 
 async def sticker_send(ctx: Ctx) -> None:
+    from dari.client.media import send_sticker
+
     chat_id = await chat_ref(ctx, ctx.args.chat, create_direct=True)
-    msg = await ctx.call("message.send_sticker", chat_id=chat_id, client_id=uuid.uuid4().hex,
-                         sticker_id=ctx.args.sticker_id)
+    msg = await send_sticker(await ctx.connect(), chat_id, ctx.args.sticker_id, client_id=uuid.uuid4().hex)
     ctx.emit(msg, lambda: ctx.out.print(f"sent sticker #{msg['seq']} {msg['attachment'].get('emoji', '')}",
                                         markup=False))
 

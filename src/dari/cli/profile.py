@@ -4,6 +4,7 @@
         profile.json             server URL, user, device id, last event cursor
         token                    the device token, mode 0600
         outbox.db                the SDK's on-disk outbox (G7)
+        crypto-U-D.db (+ .key)   end-to-end encryption keys of device D of user U, local search index
 
 A profile is a device: logging in on a second profile registers a second device of the account,
 the way a phone and a PC are two devices.
@@ -112,8 +113,14 @@ class Profile:
         os.replace(tmp, self.token_path)
 
     def clear_login(self) -> None:
-        """Forget the device (logout, revoke, delete). The outbox stays: it may hold unsent text."""
+        """Forget the device (logout, revoke, delete). The outbox stays: it may hold unsent text; the
+        device's E2EE keys do not."""
         self.token_path.unlink(missing_ok=True)
+        if self.user_id is not None and self.device_id is not None:
+            # The device is gone for good: its private keys and decrypted-message index go with it.
+            base = self.crypto_path.format(user_id=self.user_id, device_id=self.device_id)
+            for suffix in ("", ".key", "-wal", "-shm"):
+                Path(base + suffix).unlink(missing_ok=True)
         self.user_id = self.handle = self.display_name = self.device_id = self.device_name = None
         self.cursor = None
         self.extra.pop("direct_chats", None)   # another account may log in here next
@@ -139,6 +146,11 @@ class Profile:
     @property
     def outbox_path(self) -> str:
         return str(self.path / "outbox.db")
+
+    @property
+    def crypto_path(self) -> str:
+        """The E2EE store, one per device (the SDK fills in the ids once logged in)."""
+        return str(self.path / "crypto-{user_id}-{device_id}.db")
 
     def has_outbox(self) -> bool:
         return (self.path / "outbox.db").exists()

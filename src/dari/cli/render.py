@@ -125,6 +125,9 @@ def message_line(msg: dict[str, Any], *, me: int | None = None, unread: int | No
     label = "" if msg.get("unsent") else attachment_label(str(msg.get("kind", "text")), msg.get("attachment"))
     if msg.get("unsent"):
         line.append("(message unsent)", style="dim italic")
+    elif msg.get("e2ee_status") not in (None, "ok"):
+        # Our own words, styled apart: the sender's text could not be read at all.
+        line.append(clean(msg.get("text", "")), style="bold red")
     elif label:
         # The label is ours (styled apart), the caption is the sender's.
         line.append(label, style="blue")
@@ -172,6 +175,11 @@ def event_line(name: str, payload: Any) -> Text:
     p = payload if isinstance(payload, dict) else {}
     if name == "message.new":
         return Text(f"[chat {p.get('chat_id')}] ").append_text(message_line(p))
+    if name == "message.decrypted":
+        return Text(f"[chat {p.get('chat_id')}] (key arrived) ").append_text(message_line(p))
+    if name == "e2ee.key_changed":
+        return Text(f"user {p.get('user_id')}'s security code changed: compare safety numbers again"
+                    f" (dari verify #{p.get('user_id')})", style="bold yellow")
     if name == "friend.added_you":
         user = p.get("user", {})
         return Text(f"{clean(user.get('display_name'))} (@{clean(user.get('handle'))}) added you as a friend")

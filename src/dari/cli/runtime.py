@@ -52,7 +52,7 @@ class Ctx:
 
         token = self.profile.require_login()
         c = Client(self.profile.server, token=token, cursor=cursor, outbox_path=self.profile.outbox_path,
-                   call_timeout=CALL_TIMEOUT)
+                   call_timeout=CALL_TIMEOUT, crypto_path=self.profile.crypto_path)
         self.client = c
         try:
             await c.connect()
@@ -195,7 +195,7 @@ async def chat_ref(ctx: Ctx, ref: str, *, create_direct: bool = False) -> int:
         found = next((int(ch["chat_id"]) for ch in chats
                       if ch["kind"] == "direct" and ch.get("peer_id") == user["user_id"]), None)
         if found is None and create_direct:
-            found = int((await ctx.call("chat.open_direct", user_id=user["user_id"]))["chat_id"])
+            found = int((await (await ctx.connect()).open_direct(user["user_id"]))["chat_id"])
         if found is not None:
             remember_direct(ctx, user["handle"], found)
             return found

@@ -1,9 +1,10 @@
 """The client: one realtime connection with automatic reconnect and resume by cursor (G4),
-request/response by id, an event stream, and the on-disk outbox (G7).
+request/response by id, an event stream, the on-disk outbox (G7), and end-to-end encryption
+(docs/e2ee.md; e2ee_sync.py) on by default.
 
-    async with Client("http://127.0.0.1:8080") as c:
+    async with Client("http://127.0.0.1:8080", crypto_path="keys-{user_id}-{device_id}.db") as c:
         await c.login("minji", "password", device_name="laptop")
-        chat = await c.call("chat.open_direct", user_id=2)
+        chat = await c.open_direct(2)                  # end-to-end encrypted
         await c.send_message(chat["chat_id"], "hello")
         async for ev in c.events():
             print(ev.name, ev.payload)
@@ -27,6 +28,8 @@ import msgspec
 import phonenumbers
 
 from dari.client.diagnose import Diagnosis, Target, diagnose
+from dari.client.e2ee.machine import E2EEError
+from dari.client.e2ee_sync import E2EE
 from dari.client.links import Link, Route
 from dari.client.outbox import Outbox, Pending
 from dari.client.reach_reports import ReportQueue
@@ -82,7 +85,8 @@ class Client:
                  outbox_path: str | None = None, reconnect: bool = True, call_timeout: float = 30.0,
                  routes: list[Route] | None = None, route_memory: str | None = None,
                  upgrade_interval: float = 30.0, reports: ReportQueue | None = None,
-                 diagnosis_target: Target | None = None, stall_s: float = 3.0, keepalive_s: float = 15.0) -> None:
+                 diagnosis_target: Target | None = None, stall_s: float = 3.0, keepalive_s: float = 15.0,
+                 e2ee: bool = True, crypto_path: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.routes = RouteManager(routes or default_routes(self.url), route_memory)
         self.upgrade_interval = upgrade_interval
@@ -124,6 +128,9 @@ class Client:
         self.resyncs = 0
         self.revoked = False
         self.state = "offline"
+        # End-to-end encryption (docs/e2ee.md): on unless asked not to; the store is in memory
+        # without crypto_path (a new device identity per Client), on disk with it.
+        self.e2ee: E2EE | None = E2EE(self, crypto_path) if e2ee else None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -159,6 +166,10 @@ class Client:
             await self._http.close()
         if self.outbox is not None:
             self.outbox.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self.e2ee is not None:
+            self.e2ee.close()
         self.state = "offline"
 
     async def wait_live(self, timeout: float = 30.0) -> None:
@@ -334,6 +345,17 @@ class Client:
             self._upgrader = None
 
     async def _open_session(self) -> None:
+        held = self.e2ee is not None and self.e2ee.hold()
+        try:
+            await self._open_session_held()
+        except BaseException:
+            if held and self.e2ee is not None:
+                self.e2ee.release()
+            raise
+        if held and self.e2ee is not None:
+            self.e2ee.session_opened()
+
+    async def _open_session_held(self) -> None:
         try:
             info = await self._call_raw("session.open", {"token": self.token, "cursor": self.cursor})
         except DariError as err:
@@ -380,12 +402,15 @@ class Client:
                     if self.cursor is not None and frame.cursor <= self.cursor:
                         continue   # already seen: a replay overlapping a live delivery
                     self.cursor = frame.cursor
-                if frame.event == "session.live":
-                    self._live.set()
+                if frame.event == "session.live" and self.e2ee is None:
+                    self._live.set()   # with E2EE, once the events before it reached the queue
                 elif frame.event == "session.revoked":
                     self.token = None
                     self.revoked = True
-                self._events.put_nowait(Event(frame.event, frame.payload, frame.cursor))
+                if self.e2ee is not None:
+                    self.e2ee.on_frame(Event(frame.event, frame.payload, frame.cursor))
+                else:
+                    self._events.put_nowait(Event(frame.event, frame.payload, frame.cursor))
             else:
                 fut = self._pending.pop(frame.id, None) if frame.id is not None else None
                 if fut is None or fut.done():
@@ -419,7 +444,19 @@ class Client:
             self._started.pop(rid, None)
 
     async def call(self, method: str, /, **params: Any) -> Any:
-        """Call a method; waits for a connection (up to call_timeout) if it is reconnecting."""
+        """Call a method; waits for a connection (up to call_timeout) if it is reconnecting.
+
+        With E2EE on, `message.send`/`message.edit` with `text` into an E2EE chat are encrypted, and
+        messages in results (send, edit, history, chat.list previews) are decrypted in place:
+        `msg["text"]` holds the text and `msg["e2ee_status"]` is "ok" or why not. Other params pass
+        through as given: `chat.create_group`/`chat.open_direct` create what they are asked for (use
+        create_group/open_direct for E2EE by default)."""
+        params = {k: v for k, v in params.items() if v is not None}
+        if self.e2ee is None:
+            return await self._plain_call(method, params)
+        return await self._e2ee_call(method, params)
+
+    async def _plain_call(self, method: str, params: dict[str, Any]) -> Any:
         if self._runner is None:
             await self.connect()
         if not self._ready.is_set():
@@ -427,8 +464,34 @@ class Client:
                 await asyncio.wait_for(self._ready.wait(), self.call_timeout)
             except TimeoutError:
                 raise DariError(ErrorCode.UNAVAILABLE, "no connection to the server") from None
-        params = {k: v for k, v in params.items() if v is not None}
         return await self._call_raw(method, params)
+
+    async def _e2ee_call(self, method: str, params: dict[str, Any]) -> Any:
+        e = self.e2ee
+        assert e is not None
+        if method in ("message.send", "message.edit"):
+            params = await e.prepare(method, params)
+        elif method in ("message.history", "chat.list", "message.search") and self.token:
+            await e.wait_ready(synced=True)   # keys queued for us are in before we decrypt
+        if method in ("chat.remove_member", "chat.leave", "chat.invite") and "chat_id" in params:
+            e.members.pop(int(params["chat_id"]), None)
+        result = await self._plain_call(method, params)
+        if method == "device.link_approve" and isinstance(result, dict):
+            e.approved(int(result["device_id"]))
+        elif method == "message.search" and isinstance(result, list) and e.active:
+            local = await e.search(str(params.get("query", "")), params.get("chat_id"), int(params.get("limit", 20)))
+            if any(h["chat_id"] not in e.chats for h in local):
+                e.decrypt_result("chat.list", await self._plain_call("chat.list", {}))
+                for h in local:
+                    h["chat_title"] = (e.chats.get(h["chat_id"]) or {}).get("title", "")
+            seen = {(h["chat_id"], h["seq"]) for h in result}
+            merged = result + [h for h in local if (h["chat_id"], h["seq"]) not in seen]
+            merged.sort(key=lambda h: -int(h.get("created_at") or 0))
+            return merged[:int(params.get("limit", 20))]
+        return e.decrypt_result(method, result)
+
+    def _emit(self, name: str, payload: Any) -> None:
+        self._events.put_nowait(Event(name, payload))
 
     async def rest(self, method: str, /, **params: Any) -> Any:
         """The same call over REST (POST /api/v1/METHOD), for scripts and tests."""
@@ -496,6 +559,65 @@ class Client:
             out.append(self._events.get_nowait())
         return out
 
+    # -- end-to-end encrypted chats --------------------------------------------------------
+    def _e2ee_flag(self, e2ee: bool | None) -> bool | None:
+        """E2EE by default for chats this SDK creates; None (leave it out) when this client has none,
+        so a server without E2EE still works."""
+        if e2ee is not None:
+            return e2ee
+        return True if self.e2ee is not None and self.e2ee.disabled is None else None
+
+    async def create_group(self, title: str, member_ids: list[int], *, e2ee: bool | None = None,
+                           **extra: Any) -> dict[str, Any]:
+        """A group chat, end-to-end encrypted unless e2ee=False."""
+        if self.e2ee is not None:
+            await self.e2ee.wait_ready()
+        return dict(await self.call("chat.create_group", title=title, member_ids=member_ids,
+                                    e2ee=self._e2ee_flag(e2ee), **extra))
+
+    async def open_direct(self, user_id: int, *, e2ee: bool | None = None) -> dict[str, Any]:
+        """The 1:1 chat with someone, end-to-end encrypted unless e2ee=False (an existing plaintext
+        1:1 chat is switched on)."""
+        if self.e2ee is not None:
+            await self.e2ee.wait_ready()
+        return dict(await self.call("chat.open_direct", user_id=user_id, e2ee=self._e2ee_flag(e2ee)))
+
+    def _need_e2ee(self) -> Any:
+        if self.e2ee is None:
+            raise DariError(ErrorCode.INVALID_PARAMS, "this client was made with e2ee=False")
+        return self.e2ee
+
+    async def safety_number(self, user_id: int) -> dict[str, Any]:
+        """{safety_number: 12 groups of 5 digits, qr, verified, changed} with a contact."""
+        return dict(await self._need_e2ee().safety(user_id))
+
+    async def verify_user(self, user_id: int) -> dict[str, Any]:
+        """Mark a contact verified (after comparing safety numbers): pins their master key."""
+        return dict(await self._need_e2ee().mark_verified(user_id))
+
+    async def link_start(self, device_name: str = "sdk", device_kind: str | None = None) -> dict[str, Any]:
+        """New device: a code to approve from a logged-in device (device.link_approve)."""
+        return dict(await self.call("device.link_start", device_name=device_name, device_kind=device_kind))
+
+    async def link_wait(self, secret: str, timeout: float = 300.0, *, wait_keys: bool = True) -> dict[str, Any]:
+        """New device: wait for the approval, log in with it, and (E2EE, unless wait_keys=False) wait
+        for the approving device to hand over the master key and the chats' history keys."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            res = await self.call("device.link_poll", secret=secret)
+            if res["status"] == "approved":
+                break
+            if res["status"] != "pending" or loop.time() > deadline:
+                raise DariError(ErrorCode.NOT_FOUND, f"device link {res['status']}")
+            await asyncio.sleep(0.3)
+        if self.e2ee is not None:
+            self.e2ee.awaiting_link = True
+        await self._adopt(res)
+        if self.e2ee is not None and wait_keys:
+            await asyncio.wait_for(self.e2ee.linked.wait(), max(1.0, deadline - loop.time()))
+        return dict(res)
+
     # -- messages through the outbox -------------------------------------------------------
     async def send_message(self, chat_id: int, text: str, *, reply_to: int | None = None,
                            mentions: list[int] | None = None, client_id: str | None = None) -> Any:
@@ -545,10 +667,14 @@ class Client:
         if not self._ready.is_set() or not self.token:
             return False
         self.outbox.attempt(item.client_id)
+        params = {"chat_id": item.chat_id, "client_id": item.client_id, "text": item.text,
+                  "reply_to": item.reply_to, "mentions": item.mentions}
         try:
-            msg = await self._call_raw("message.send", {"chat_id": item.chat_id, "client_id": item.client_id,
-                                                        "text": item.text, "reply_to": item.reply_to,
-                                                        "mentions": item.mentions})
+            if self.e2ee is not None:
+                params = await self.e2ee.prepare("message.send", params)
+            msg = await self._call_raw("message.send", params)
+            if self.e2ee is not None:
+                msg = self.e2ee.decrypt_result("message.send", msg)
         except DariError as err:
             if err.code in PERMANENT:
                 self.outbox.fail(item, err.code.value, err.message)
@@ -557,6 +683,11 @@ class Client:
                 return True
             asyncio.get_running_loop().call_later(1.0, self._outbox_wake.set)
             return False
+        except E2EEError as err:
+            self.outbox.fail(item, "e2ee", str(err))
+            self._events.put_nowait(Event("outbox.failed", {"client_id": item.client_id, "code": "e2ee",
+                                                            "message": str(err)}))
+            return True
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
         self.outbox.done(item.client_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mimetypes
 import os
 import signal
 from collections.abc import Awaitable
@@ -37,7 +38,11 @@ from dari.storage import StoredEvent, open_database
 
 log = logging.getLogger("dari.server")
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:;"
+# Browsers compile WebAssembly only when served as application/wasm; some systems' mime.types lack it.
+mimetypes.add_type("application/wasm", ".wasm")
+# 'wasm-unsafe-eval': the E2EE module compiles olm.wasm (vendor/olm); it allows WebAssembly only, not eval().
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:;"
+       " media-src 'self' blob:;"
        " connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 

@@ -1,6 +1,7 @@
 """QR codes drawn with segno: GET /link/qr/CODE.svg (the code a new device shows for linking),
 GET /relay/qr.svg?d=DESCRIPTOR (a relay invite link, for Settings in the web client), and
-GET /qr/add/CODE.svg and /qr/join/CODE.svg (a friend invite and an open chat's join link)."""
+GET /qr/add/CODE.svg and /qr/join/CODE.svg (a friend invite and an open chat's join link), and
+GET /qr/verify.svg?d=dari-verify:1:... (two users' public master keys, for comparing security codes)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dari.relay.registry import RelayRegistry
 
 _CODE = re.compile(r"^[A-Z2-9]{4}-[A-Z2-9]{4}$")
 _PAGE_CODE = re.compile(r"^[A-Za-z0-9_-]{6,32}$")
+_VERIFY = re.compile(r"^dari-verify:1:[0-9]{1,15}:[A-Za-z0-9+/]{43}:[0-9]{1,15}:[A-Za-z0-9+/]{43}$")
 
 
 def _svg(text: str, scale: int) -> bytes:
@@ -62,8 +64,19 @@ async def page_qr(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "private, max-age=3600"})
 
 
+async def verify_qr(request: web.Request) -> web.Response:
+    """Only the shape of docs/e2ee.md's verification string (user ids and Ed25519 public keys, which
+    are public): no QR service for arbitrary text."""
+    text = request.query.get("d", "")
+    if not _VERIFY.match(text):
+        raise web.HTTPBadRequest(text="not a dari-verify string")
+    return web.Response(body=_svg(text, 4), content_type="image/svg+xml",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
 def setup(app: web.Application, data_dir: str) -> None:
     app["relay_registry"] = RelayRegistry(data_dir)
     app.router.add_get("/link/qr/{code}.svg", link_qr)
     app.router.add_get("/relay/qr.svg", relay_qr)
+    app.router.add_get("/qr/verify.svg", verify_qr)
     app.router.add_get("/qr/{kind}/{code}.svg", page_qr)

@@ -4,7 +4,8 @@ The service worker is served from the root (/sw.js) so that its scope covers the
 text is src/dari/web/sw.js with the list of app-shell files and a version (a hash of those files)
 filled in, so that a new deploy changes the worker's bytes and the browser installs the new one.
 The shell is what the page needs to start: /, the CSS, every module under js/, every translation,
-the icons and the manifest. Nothing else is listed, so API calls, /ws, /lp and media are never
+the icons, the manifest and the vendored olm (E2EE: without it an offline page could not
+decrypt what it has cached). Nothing else is listed, so API calls, /ws, /lp and media are never
 cached (see sw.js).
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-SHELL_GLOBS = ("app.css", "icon.svg", "js/*.js", "i18n/*.json", "icons/*.png")
+SHELL_GLOBS = ("app.css", "icon.svg", "js/*.js", "i18n/*.json", "icons/*.png", "vendor/olm/olm.js",
+               "vendor/olm/olm.wasm")
 MANIFEST = "manifest.webmanifest"
 
 

@@ -18,8 +18,17 @@ async def dm_throughput(ctx: Context) -> dict[str, Any]:
     t0 = time.perf_counter()
     people = await signup_many(ctx.http, ctx.base, users, ctx.prefix)
     chats = await gather_limited(users // 2, 32, lambda i: open_direct(ctx.http, ctx.base, people[2 * i],
-                                                                       people[2 * i + 1]))
+                                                                       people[2 * i + 1], e2ee=ctx.cfg.e2ee))
     conns = [Conn(i, u) for i, u in enumerate(people)]
+    if ctx.cfg.e2ee:
+        from dari.bench.e2ee import BenchCrypto
+
+        for c in conns:
+            c.crypto = BenchCrypto(c.user.user_id, c.index + 1)
+        for i, chat in enumerate(chats):
+            a, b = conns[2 * i].crypto, conns[2 * i + 1].crypto
+            a.share_with(chat, [b])
+            b.share_with(chat, [a])
     tracker = Tracker()
     senders: list[tuple[Conn, int]] = []
     for i, chat in enumerate(chats):
@@ -33,4 +42,6 @@ async def dm_throughput(ctx: Context) -> dict[str, Any]:
     out = await run_load(ctx, tracker, senders, duration=duration, warmup=ctx.pick(2.0, 0.5),
                          window=ctx.cfg.window, rate=ctx.cfg.rate)
     await close_all(conns)
-    return {**out, "connections": users, "setup_s": round(setup, 1)}
+    extra = {"e2ee": True, "decrypted": sum(c.crypto.decrypted for c in conns),
+             "decrypt_failures": sum(c.crypto.failures for c in conns)} if ctx.cfg.e2ee else {}
+    return {**out, "connections": users, "setup_s": round(setup, 1), **extra}

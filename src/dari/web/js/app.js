@@ -6,6 +6,8 @@ import { Devices, phoneRegion } from "./devices.js";
 import { Invites } from "./invites.js";
 import { GuestBoards, parseLink } from "./guest_boards.js";
 import { DiagPanel } from "./diag_panel.js";
+import { E2ee } from "./e2ee.js";
+import { E2eeApp } from "./e2ee_app.js";
 import { LANGUAGES, apply, detectLanguage, formatShort, language, setLanguage, t } from "./i18n.js";
 import { Media, hitText, previewText } from "./media.js";
 import { LINK_PREFIX } from "./relays.js";
@@ -41,6 +43,7 @@ class App {
     this.fillLanguageSelects();
     this.bindStatic();
     this.media = new Media(this);
+    this.e2ee = new E2eeApp(this); // before any call: it decrypts what E2EE chats bring
     this.stickers = new Stickers(this);
     this.chat = new ChatView(this);
     this.stories = new Stories(this);
@@ -244,6 +247,7 @@ class App {
         const res = await this.session.call("device.link_poll", { secret });
         if (res.status === "approved") {
           $("#link-show").hidden = true;
+          E2ee.expectLink(); // the approving device sends the keys of the encrypted chats
           await this.session.adoptLinked(res);
           return;
         }
@@ -406,7 +410,7 @@ class App {
   onEvent(name, p) {
     switch (name) {
       case "message.new": this.onMessageNew(p); break;
-      case "message.edited": this.chat.onUpdate(p.chat_id, p.seq, { text: p.text, edited_at: p.edited_at }); this.patchPreview(p); break;
+      case "message.edited": this.chat.onUpdate(p.chat_id, p.seq, editChange(p, this.chat.timelines.get(p.chat_id)?.msgs.get(p.seq))); this.patchPreview(p); break;
       case "message.unsent": this.chat.onUpdate(p.chat_id, p.seq, { unsent: true, text: "", reactions: {} }); this.patchPreview({ ...p, unsent: true }); break;
       case "message.reaction": this.chat.onUpdate(p.chat_id, p.seq, { reactions: p.reactions }); break;
       case "chat.read": this.onRead(p); break;
@@ -673,7 +677,10 @@ class App {
       return;
     }
     try {
-      const hits = await this.session.call("message.search", { query: q, limit: 50 });
+      // The server searches plaintext chats; this device's index covers the E2EE ones it decrypted.
+      const [remote, local] = await Promise.all([this.session.call("message.search", { query: q, limit: 50 }),
+        this.e2ee.search(q)]);
+      const hits = [...remote, ...local].sort((a, b) => b.created_at - a.created_at).slice(0, 50);
       if ($("#search-input").value.trim() !== q) return;
       box.replaceChildren(el("h3.small-head", { text: t("search.results", { n: hits.length }) }));
       const ul = el("ul.plain-list");
@@ -836,7 +843,7 @@ class App {
       try { await fn(); } catch (err) { errBox.textContent = errorText(err); }
     };
     $(".act-chat", n).addEventListener("click", guard(async () => {
-      const chat = await this.session.call("chat.open_direct", { user_id: user.user_id });
+      const chat = await this.session.call("chat.open_direct", { user_id: user.user_id, e2ee: true });
       d.close();
       if (!this.chats.has(chat.chat_id)) this.setChats(await this.session.call("chat.list"));
       this.setTab("chats");
@@ -911,7 +918,7 @@ class App {
       }
     });
     submit($("form[data-form=group]", n), (form) => this.session.call("chat.create_group", {
-      title: form.title.value.trim(),
+      title: form.title.value.trim(), e2ee: true,
       member_ids: $$("input[type=checkbox]:checked", form).map((c) => Number(c.value)),
     }));
     submit($("form[data-form=join]", n), (form) => this.session.call("chat.join_open", {
@@ -1208,6 +1215,17 @@ class App {
     if (diff < 86400000) return rtf.format(-Math.round(diff / 3600000), "hour");
     return rtf.format(-Math.round(diff / 86400000), "day");
   }
+}
+
+// What a message.edited event changes; in an E2EE chat it was decrypted (e2ee_app.js) or failed.
+function editChange(p, old) {
+  const change = { text: p.text, edited_at: p.edited_at };
+  if (!p.e2ee) return change;
+  Object.assign(change, { e2ee: p.e2ee, e2ee_error: p.e2ee_error || null });
+  if (p.e2ee_error) change.kind = "encrypted";
+  else if (p.attachment) Object.assign(change, { kind: p.kind, attachment: p.attachment });
+  else if (old?.kind === "encrypted") change.kind = "text";
+  return change;
 }
 
 const app = new App();

@@ -124,6 +124,7 @@ export class ChatView {
     $("#compose-cancel").addEventListener("click", () => this.cancelContext());
     $("#jump-latest").addEventListener("click", () => this.jumpToLatest());
     $("#btn-chat-info").addEventListener("click", () => this.app.openChatInfo(this.chatId));
+    $("#chat-e2ee").addEventListener("click", () => this.app.e2ee.openSafety(this.chatId));
     $("#btn-chat-search").addEventListener("click", () => this.openChatSearch());
     $("#btn-back").addEventListener("click", () => this.app.closeChat());
     let ticking = false;
@@ -170,7 +171,9 @@ export class ChatView {
     try {
       const d = await this.session.call("chat.get", { chat_id: chatId });
       this.details.set(chatId, d);
+      if (d.e2ee) this.app.e2ee.markE2ee(chatId);
       if (chatId === this.chatId) {
+        this.app.e2ee.watch(chatId);
         this.renderHeader();
         this.refreshCounters();
         this.loadPresence(d);
@@ -264,6 +267,13 @@ export class ChatView {
     }
     if (chat?.muted) text = `${text}${text ? " · " : ""}${t("chats.muted")}`;
     sub.textContent = text;
+    const lock = $("#chat-e2ee");
+    const e2ee = !!(detail?.e2ee ?? chat?.e2ee);
+    lock.hidden = !(detail || chat);
+    lock.dataset.e2ee = String(e2ee);
+    lock.disabled = !e2ee || kind === "open";
+    lock.textContent = e2ee ? `🔒 ${t("e2ee.on")}` : t("e2ee.off");
+    lock.title = e2ee ? t("e2ee.safety_open") : t("e2ee.off_why");
   }
 
   // -- rendering --------------------------------------------------------------------------
@@ -291,11 +301,17 @@ export class ChatView {
     const showBeginning = !tl.hasOlder && seqs.length && seqs[0] === tl.first();
     if (showBeginning) frag.append(el("li.day-sep.beginning", {}, el("span", { text: t("chat.beginning") })));
     let prev = seqs.length ? tl.msgs.get(tl.seqs[tl.seqs.indexOf(seqs[0]) - 1]) : null;
+    // "Alice's security code changed", placed where it happened among the messages.
+    const notices = this.app.e2ee.keyNotices(this.chatId).filter((x) => !prev || x.at > prev.created_at);
+    const noticeLine = (x) => el("li.msg.system.key-change", { dataset: { user: x.user_id } },
+      el("span", { text: t("e2ee.code_changed", { name: shownName(x.name) }) }));
     for (const seq of seqs) {
       const msg = tl.msgs.get(seq);
+      for (const x of notices.filter((n) => !n.done && n.at <= msg.created_at)) { x.done = true; frag.append(noticeLine(x)); }
       frag.append(...this.renderMessage(msg, prev));
       prev = msg;
     }
+    if (!seqs.length || seqs[seqs.length - 1] === tl.last()) for (const x of notices.filter((n) => !n.done)) frag.append(noticeLine(x));
     const showPending = (tl.atLatest || tl.fromCache || !tl.seqs.length) && (seqs.length === 0 || seqs[seqs.length - 1] === tl.last());
     if (showPending) {
       for (const item of this.app.pendingFor(this.chatId)) frag.append(this.renderPending(item));
@@ -375,6 +391,11 @@ export class ChatView {
     if (msg.unsent) {
       bubble.classList.add("unsent");
       bubble.append(el("span", { text: t("message.unsent") }));
+    } else if (msg.kind === "encrypted") {
+      bubble.classList.add("undecryptable");
+      if (msg.reply_to) bubble.append(this.renderQuote(msg.reply_to));
+      bubble.append(el("div.text.e2ee-failed", { dataset: { reason: msg.e2ee_error || "not_ready" },
+        text: this.app.e2ee.failureText(msg.e2ee_error || "not_ready") }));
     } else if (sticker) {
       if (msg.reply_to) bubble.append(this.renderQuote(msg.reply_to));
       bubble.append(this.app.stickers.renderMessage(msg));
@@ -762,7 +783,7 @@ export class ChatView {
     if (this.editing !== null) {
       const seq = this.editing;
       try {
-        const msg = await this.session.call("message.edit", { chat_id: chatId, seq, text });
+        const msg = await this.session.call("message.edit", await this.app.e2ee.editParams(chatId, seq, text));
         this.onUpdate(chatId, seq, msg);
         this.composer.value = "";
         this.cancelContext();
@@ -952,7 +973,9 @@ export class ChatView {
       errBox.textContent = "";
       if (!q) return;
       try {
-        const hits = await this.session.call("message.search", { query: q, chat_id: this.chatId, limit: 50 });
+        const chatId = this.chatId;
+        const hits = this.app.e2ee.isE2ee(chatId) ? await this.app.e2ee.search(q, { chatId })
+          : await this.session.call("message.search", { query: q, chat_id: chatId, limit: 50 });
         out.replaceChildren(...hits.map((h) => el("li", {}, el("button.hit", {
           type: "button", onclick: () => { d.close(); this.jumpTo(h.seq); },
         }, el("span.hit-text", { text: hitText(h) }), el("span.muted.small", { text: formatTime(h.created_at) })))));

@@ -31,6 +31,7 @@ export function formatSize(n) {
 export function previewText(msg) {
   if (msg.unsent) return t("message.unsent");
   if (msg.kind === "system") return systemText(msg);
+  if (msg.kind === "encrypted") return `🔒 ${t("e2ee.undecryptable")}`;
   if (msg.kind === "sticker") return `${ICONS.sticker} ${t("media.sticker")}${msg.attachment?.emoji ? ` ${msg.attachment.emoji}` : ""}`;
   if (MEDIA_KINDS.has(msg.kind)) {
     const label = msg.kind === "file" && msg.attachment?.name ? msg.attachment.name : t(`media.kind_${msg.kind}`);
@@ -71,6 +72,7 @@ export class Media {
     this.urls = new Map(); // "blob_id" or "blob_id/thumb" -> {promise, url, used}
     this.httpOk = true; // plain HTTP to /media works on this route (reset on every new connection)
     this.jobs = new Map(); // upload jobs: id -> {chatId, file, caption, sent, state, error}
+    this.keys = new Map(); // blob_id -> {key, iv, mime}: blobs of E2EE messages, decrypted after download
     this._sweepTimer = null;
     this.session.addEventListener("opened", () => { this.httpOk = true; });
     setInterval(() => this.sweep(), 15000);
@@ -93,7 +95,14 @@ export class Media {
     return e.promise;
   }
 
+  // A blob of an E2EE message is ciphertext on the server: decrypted here (AES-GCM checks it).
   async fetchBlob(blobId, { thumb = false } = {}) {
+    const keys = thumb ? null : this.keys.get(blobId);
+    const blob = await this.fetchRaw(blobId, { thumb });
+    return keys ? this.app.e2ee.decryptBlob(blob, keys) : blob;
+  }
+
+  async fetchRaw(blobId, { thumb = false } = {}) {
     if (this.httpOk) {
       let res = null;
       try {
@@ -176,7 +185,10 @@ export class Media {
       const [w, h] = fitBox(a.width, a.height, 260, 300);
       const btn = el("button.media-thumb", { type: "button", dataset: { act: "view-media" },
         "aria-label": t("media.open_photo") });
-      btn.append(this.img(a.blob_id, { thumb: !!a.thumbnail_id, alt: msg.text || t("media.kind_image"), width: w, height: h }));
+      const alt = msg.text || t("media.kind_image");
+      // An E2EE photo's thumbnail is a blob of its own (encrypted by the sender); else the server's.
+      btn.append(a.thumb_blob ? this.img(a.thumb_blob, { alt, width: w, height: h })
+        : this.img(a.blob_id, { thumb: !!a.thumbnail_id, alt, width: w, height: h }));
       return btn;
     }
     if ((msg.kind === "video" || msg.kind === "voice") && a.blob_id) return this.player(a, msg.kind, `${msg.seq}:${a.blob_id}`);
@@ -359,7 +371,10 @@ export class Media {
     job.cancelled = false;
     this.renderTray();
     try {
-      job.blob ??= await this.upload(job.file, job);
+      // E2EE chats: the bytes are encrypted here (photos re-encoded first) and the server gets ciphertext.
+      if (this.app.e2ee.isE2ee(job.chatId)) job.prepared ??= await this.app.e2ee.prepareFile(job.file, job.kind);
+      job.blob ??= await this.upload(job.prepared?.upload || job.file, job);
+      if (job.prepared?.thumb) job.thumbBlob ??= await this.upload(job.prepared.thumb.upload, { ...job, id: `${job.id}/thumb` });
       job.state = "sending";
       this.renderTray();
       const msg = await this.sendMedia(job);
@@ -380,6 +395,7 @@ export class Media {
   async sendMedia(job) {
     for (let attempt = 1; ; attempt++) {
       try {
+        if (job.prepared) return await this.app.e2ee.sendMedia(job);
         return await this.session.call("message.send_media", {
           chat_id: job.chatId, client_id: job.clientId, blob_id: job.blob.blob_id, caption: job.caption,
           name: (job.file.name || job.blob.name || "file").slice(0, 255), reply_to: job.replyTo ?? undefined,

@@ -64,6 +64,11 @@ export class Session extends EventTarget {
     this.nextRetryAt = 0; // when the next connection attempt starts (the page shows it while reconnecting)
     this._closing = false;
     this._flushing = false;
+    // Set by the app for E2EE (e2ee_app.js): decode call results and events, encrypt outbox sends.
+    this.decodeResult = null;
+    this.decodeEvent = null;
+    this.encodeSend = null;
+    this.onE2eeRequired = null;
     this._lastOrder = 0;
     this._lastFrameAt = 0;
     this._heartbeat = null;
@@ -353,7 +358,7 @@ export class Session extends EventTarget {
         this._loggedOut(frame.payload?.reason || "logged out");
         return;
       }
-      this._emit("event", { name: frame.event, payload: frame.payload, cursor: frame.cursor });
+      this._emitEvent({ name: frame.event, payload: frame.payload, cursor: frame.cursor });
       return;
     }
     const pending = this._pending.get(frame.id);
@@ -364,6 +369,18 @@ export class Session extends EventTarget {
     this._pending.delete(frame.id);
     if (frame.error) pending.reject(new DariError(frame.error.code, frame.error.message, frame.error.details));
     else pending.resolve(frame.result);
+  }
+
+  // Events go out in the order they came; with a decoder (E2EE: decrypting messages) each waits for
+  // the ones before it.
+  _emitEvent(detail) {
+    if (!this.decodeEvent) {
+      this._emit("event", detail);
+      return;
+    }
+    this._events = (this._events || Promise.resolve())
+      .then(() => this.decodeEvent(detail).catch((err) => { console.warn("event not decoded", err); return detail; }))
+      .then((d) => this._emit("event", d));
   }
 
   // -- calls ------------------------------------------------------------------------------
@@ -412,7 +429,8 @@ export class Session extends EventTarget {
     if (!this._ws && !this._timer && !this._closing) this._connectNow();
     await this._waitConnected(wait);
     if (!PRE_AUTH.has(method) && !this._authed) throw new DariError("unauthenticated", "log in first");
-    return this._callOn(this._ws, method, params);
+    const res = await this._callOn(this._ws, method, params);
+    return this.decodeResult ? this.decodeResult(method, params, res) : res;
   }
 
   // -- accounts ---------------------------------------------------------------------------
@@ -521,11 +539,20 @@ export class Session extends EventTarget {
     if (!this._authed || !this._ws || this._ws.readyState !== WebSocket.OPEN) return false;
     let msg;
     try {
-      msg = await this._callOn(this._ws, "message.send", {
-        chat_id: item.chat_id, client_id: item.client_id, text: item.text,
-        reply_to: item.reply_to ?? undefined, mentions: item.mentions || [],
-      });
+      let params = { chat_id: item.chat_id, client_id: item.client_id, text: item.text,
+        reply_to: item.reply_to ?? undefined, mentions: item.mentions || [] };
+      // E2EE chats: the text is encrypted now, with the chat's members and keys of the moment of sending.
+      if (this.encodeSend) params = await this.encodeSend(item, params);
+      msg = await this._callOn(this._ws, "message.send", params);
+      if (this.decodeResult) msg = await this.decodeResult("message.send", params, msg);
     } catch (err) {
+      if (err.details?.reason === "e2ee_required" && this.onE2eeRequired && !item.e2ee_retried) {
+        // The chat became end-to-end encrypted after this was queued: encrypt it and send again.
+        item.e2ee_retried = true;
+        this.onE2eeRequired(item.chat_id);
+        setTimeout(() => this.flush(), 0);
+        return false;
+      }
       if (PERMANENT.has(err.code)) {
         item.state = "failed";
         item.error = { code: err.code, message: err.message, details: err.details };

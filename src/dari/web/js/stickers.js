@@ -41,7 +41,7 @@ export class Stickers {
       }
     }
     this.packs = packs;
-    this.recent = await this.session.call("sticker.recent", { limit: 24 });
+    this.recent = this.withLocal(await this.session.call("sticker.recent", { limit: 24 }));
     if (this.tab === "recent" && !this.recent.length && packs.length) this.tab = packs[0].pack_id;
   }
 
@@ -51,7 +51,7 @@ export class Stickers {
     this.panel.replaceChildren(el("p.muted.small.pad", { text: t("chat.loading") }));
     try {
       if (!this.packs) await this.load();
-      else this.recent = await this.session.call("sticker.recent", { limit: 24 });
+      else this.recent = this.withLocal(await this.session.call("sticker.recent", { limit: 24 }));
       this.render();
     } catch (err) {
       this.panel.replaceChildren(el("p.form-error.pad", { text: errorText(err) }));
@@ -132,14 +132,34 @@ export class Stickers {
     chat.cancelContext();
     chat.composer.focus();
     try {
-      const msg = await this.session.call("message.send_sticker", {
-        chat_id: chatId, client_id: newClientId(), sticker_id: sticker.sticker_id, reply_to: replyTo ?? undefined,
-      }, { wait: 60000 });
+      const e2ee = this.app.e2ee.isE2ee(chatId);
+      const msg = e2ee
+        ? await this.app.e2ee.sendSticker(chatId, newClientId(), sticker, replyTo)
+        : await this.session.call("message.send_sticker", {
+          chat_id: chatId, client_id: newClientId(), sticker_id: sticker.sticker_id, reply_to: replyTo ?? undefined,
+        }, { wait: 60000 });
+      if (e2ee) this.rememberLocal(sticker);
       this.recent = [sticker, ...this.recent.filter((s) => s.sticker_id !== sticker.sticker_id)].slice(0, 24);
       this.app.onMessageNew(msg);
     } catch (err) {
       $("#compose-error").textContent = errorText(err);
     }
+  }
+
+  // Stickers sent into E2EE chats: the server cannot see which, so this browser remembers them
+  // and puts them before the server's own recents.
+  localKey() { return `dari.stickers.recent.${this.session.user?.user_id}`; }
+
+  withLocal(serverRecent) {
+    let local = [];
+    try { local = JSON.parse(localStorage.getItem(this.localKey()) || "[]"); } catch { /* none kept */ }
+    const seen = new Set();
+    return [...local, ...serverRecent].filter((s) => !seen.has(s.sticker_id) && seen.add(s.sticker_id)).slice(0, 24);
+  }
+
+  rememberLocal(sticker) {
+    const list = this.withLocal([sticker]);
+    localStorage.setItem(this.localKey(), JSON.stringify([sticker, ...list.filter((s) => s.sticker_id !== sticker.sticker_id)].slice(0, 24)));
   }
 
   // A sticker message's picture: large, no bubble.
