@@ -387,6 +387,7 @@ METHODS: dict[str, MethodSpec] = {
 # directory (issue 13) add their methods from their own modules.
 import dari.protocol.content  # noqa: E402
 import dari.protocol.invites  # noqa: E402,F401
+import dari.protocol.calls  # noqa: E402,F401  (voice and video calls, issue 12)
 
 _FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 
