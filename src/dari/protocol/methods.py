@@ -385,9 +385,10 @@ METHODS: dict[str, MethodSpec] = {
 
 # Media, stickers, stories, boards and moderation (issue 4), friend invites and the open-chat
 # directory (issue 13) add their methods from their own modules.
+# Calls (issue 12) likewise.
+import dari.protocol.calls  # noqa: E402
 import dari.protocol.content  # noqa: E402
 import dari.protocol.invites  # noqa: E402,F401
-import dari.protocol.calls  # noqa: E402,F401  (voice and video calls, issue 12)
 
 _FIELD = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 
