@@ -264,6 +264,7 @@ export class ChatView {
     }
     if (chat?.muted) text = `${text}${text ? " · " : ""}${t("chats.muted")}`;
     sub.textContent = text;
+    this.app.calls?.renderButtons(kind);
   }
 
   // -- rendering --------------------------------------------------------------------------
