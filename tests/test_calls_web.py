@@ -198,6 +198,7 @@ def test_call_strings_exist_in_every_language() -> None:
     langs = {code: json.loads((WEB / "i18n" / f"{code}.json").read_text()) for code in ("en", "ko", "ja", "zh-CN")}
     used = set(re.findall(r'\bt\("([\w.\-]+)"', (WEB / "js" / "calls.js").read_text()))
     used |= {f"call.state_{s}" for s in ("calling", "ringing", "connecting", "active", "failed")}
-    used |= {f"system.{e}{v}" for e in ("call_ended", "call_missed", "call_declined", "call_busy") for v in ("", "_video")}
+    used |= {f"system.{e}{v}" for e in ("call_ended", "call_missed", "call_declined", "call_busy")
+             for v in ("", "_video")}
     for code, strings in langs.items():
         assert not sorted(used - set(strings)), code
