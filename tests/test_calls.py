@@ -188,3 +188,65 @@ async def test_turn_credentials_are_coturn_rest_api_shaped(call_server: ServerPr
             hmac.new(SECRET.encode(), b"1060:7", hashlib.sha1).digest()).decode())
     finally:
         await alice.close()
+
+
+def tone_wav(path: str, seconds: float = 1.0, rate: int = 48000) -> None:
+    import math
+    import struct
+    import wave
+
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+                               for i in range(int(seconds * rate))))
+
+
+async def test_cli_call_plays_a_file_to_an_sdk_agent_that_records(server: ServerProcess, tmp_path: Any) -> None:
+    """`dari call HANDLE --play tone.wav`: the SDK answers, hears the tone and records it."""
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+    import wave
+
+    from dari.client.calls import CallAgent, wait_connected
+
+    env = {**os.environ, "DARI_HOME": str(tmp_path / "home"), "DARI_PASSWORD": PASSWORD}
+    handle = f"alice_{uuid.uuid4().hex[:6]}"
+    subprocess.run([sys.executable, "-m", "dari.cli.main", "account", "signup", handle, "--name", "Alice",
+                    "--server", server.url], env=env, check=True, capture_output=True, timeout=60)
+    bob = await person(server.url, "bob")
+    assert bob.user
+    agent = CallAgent(bob, record=str(tmp_path / "heard.wav"))
+    tone_wav(str(tmp_path / "tone.wav"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dari.cli.main", "call", bob.user["handle"], "--play", str(tmp_path / "tone.wav"),
+        "--seconds", "2", "--json", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ring = await agent.wait_ringing(timeout=30)
+        assert ring["caller_name"] == "Alice"
+        await agent.answer(ring)
+        await wait_connected(agent, 20)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert b"Traceback" not in err
+        result = json.loads(out)
+        assert result["ended"] == "hangup" and result["received_frames"]["audio"] > 0, result
+        await asyncio.wait_for(agent.ended.wait(), 15)
+        assert agent.received["audio"] >= 25, agent.received   # 2 s of 20 ms frames is 100
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await agent.close()
+        await bob.close()
+    # What Bob recorded is the tone (through Opus), not the silence an unconnected call sends.
+    import array
+
+    with wave.open(str(tmp_path / "heard.wav")) as w:
+        assert w.getsampwidth() == 2
+        samples = array.array("h", w.readframes(w.getnframes()))
+    assert len(samples) > 0 and max(abs(x) for x in samples) > 2000
