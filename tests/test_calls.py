@@ -216,8 +216,11 @@ async def test_cli_call_plays_a_file_to_an_sdk_agent_that_records(server: Server
 
     env = {**os.environ, "DARI_HOME": str(tmp_path / "home"), "DARI_PASSWORD": PASSWORD}
     handle = f"alice_{uuid.uuid4().hex[:6]}"
-    subprocess.run([sys.executable, "-m", "dari.cli.main", "account", "signup", handle, "--name", "Alice",
-                    "--server", server.url], env=env, check=True, capture_output=True, timeout=60)
+    signup = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dari.cli.main", "account", "signup", handle, "--name", "Alice", "--server", server.url,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = await asyncio.wait_for(signup.communicate(), 60)
+    assert signup.returncode == 0, err.decode()
     bob = await person(server.url, "bob")
     assert bob.user
     agent = CallAgent(bob, record=str(tmp_path / "heard.wav"))
