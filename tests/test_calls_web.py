@@ -236,3 +236,38 @@ async def test_browser_calls_the_sdk_and_audio_frames_arrive(ringing_server: Ser
 
     with wave.open(str(tmp_path / "heard.wav")) as w:
         assert w.getnframes() > 0 and w.getframerate() > 0
+
+
+async def test_group_voice_call_is_a_mesh_of_three_browsers(ringing_server: ServerProcess,
+                                                           make_user: Callable[..., Any], browser: Browser) -> None:
+    alice, bob, _ = await pair(make_user)
+    carol: Client = await make_user("carol")
+    assert alice.user and bob.user and carol.user
+    await alice.call("chat.create_group", title="Trio", member_ids=[bob.user["user_id"], carol.user["user_id"]])
+    url = ringing_server.url
+    pages = [await login_page(browser, url, c.user["handle"]) for c in (alice, bob, carol)]  # type: ignore[index]
+    a, b, c = pages
+    await open_chat(a, "Trio")
+    await expect(a.locator("#btn-call-video")).to_be_hidden()   # groups: voice only
+    await a.click("#btn-call-voice")
+    for page in (b, c):
+        await expect(page.locator("#call-status")).to_have_text("Group call: join?", timeout=T)
+        await page.click("#call-accept")
+    # Everyone hears both others: two peer connections each, audio arriving on both.
+    for page in pages:
+        await expect(page.locator("#call-overlay")).to_have_attribute("data-state", "active", timeout=T)
+        for _ in range(100):
+            stats = await media_flows(page)
+            if len(stats["peers"]) == 2 and all(p["audioPackets"] > 0 for p in stats["peers"]):
+                break
+            await asyncio.sleep(0.2)
+        assert len(stats["peers"]) == 2 and all(p["audioPackets"] > 0 for p in stats["peers"]), stats
+    await b.click("#call-hangup")
+    await expect(b.locator("#call-overlay")).to_be_hidden(timeout=T)
+    await expect(a.locator("#call-overlay")).to_have_attribute("data-state", "active")
+    await c.click("#call-hangup")   # Alice is left alone: the call ends for her too
+    await expect(a.locator("#call-overlay")).to_be_hidden(timeout=T)
+    await expect(system_line(a, r"^Alice started a group call$")).to_be_visible(timeout=T)
+    await expect(system_line(a, r"^Voice call \d+:\d\d$")).to_be_visible(timeout=T)
+    for page in pages:
+        assert not page.errors, page.errors  # type: ignore[attr-defined]

@@ -389,26 +389,29 @@ export class Calls {
     $("#call-camera").textContent = t("call.camera_off");
   }
 
-  // For tests and the diagnosis panel: bytes received over every peer connection, and the kind
-  // of the candidate pair in use (host, srflx, relay).
+  // For tests and the diagnosis panel: per peer connection, the bytes received and the kind of
+  // path in use (the selected candidate pair's local side: host, srflx or relay, and its protocol).
   async stats() {
-    let bytes = 0;
-    let audioFrames = 0;
-    const paths = [];
+    const peers = [];
     for (const peer of this.peers.values()) {
       const report = await peer.pc.getStats();
       const byId = new Map([...report.values()].map((s) => [s.id, s]));
+      let bytes = 0;
+      let audioPackets = 0;
+      let path = null;
       for (const s of report.values()) {
         if (s.type === "inbound-rtp") {
           bytes += s.bytesReceived || 0;
-          if (s.kind === "audio") audioFrames += s.packetsReceived || 0;
+          if (s.kind === "audio") audioPackets += s.packetsReceived || 0;
         }
-        if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-          const local = byId.get(s.localCandidateId);
-          paths.push({ local: local?.candidateType, protocol: local?.relayProtocol || local?.protocol });
+        if (s.type === "transport" && s.selectedCandidatePairId) {
+          const local = byId.get(byId.get(s.selectedCandidatePairId)?.localCandidateId);
+          if (local) path = { local: local.candidateType, protocol: local.relayProtocol || local.protocol };
         }
       }
+      peers.push({ device: peer.deviceId, bytes, audioPackets, path });
     }
-    return { bytes, audioPackets: audioFrames, paths };
+    return { peers, bytes: peers.reduce((n, p) => n + p.bytes, 0),
+      audioPackets: peers.reduce((n, p) => n + p.audioPackets, 0), paths: peers.map((p) => p.path).filter(Boolean) };
   }
 }
