@@ -30,7 +30,7 @@ async def call_cmd(ctx: Ctx) -> int:
     except ImportError as exc:
         raise DariError(ErrorCode.UNAVAILABLE, str(exc)) from None
     client = await ctx.connect()
-    agent = CallAgent(client, play=a.play, record=a.record, video=a.video)
+    agent = CallAgent(client, play=a.play, record=a.record, video=a.video, relay=a.relay)
     try:
         if a.answer:
             print("waiting for a call…", file=sys.stderr)
@@ -65,5 +65,7 @@ def register(sub: Any) -> None:
     p.add_argument("--play", metavar="FILE", help="send this audio/video file (looped)")
     p.add_argument("--record", metavar="FILE", help="record what arrives (.wav, .ogg, .mp4)")
     p.add_argument("--video", action="store_true", help="a video call (1:1 chats)")
+    p.add_argument("--relay", action="store_true", help="media only through the server's TURN relay (hides"
+                   " your address; the way through networks that block UDP)")
     p.add_argument("--seconds", type=float, default=0, help="hang up after this long (default: when they do)")
     p.add_argument("--wait", type=float, default=60, help="give up ringing or connecting after this long")

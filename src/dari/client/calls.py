@@ -34,9 +34,10 @@ class CallAgent:
     `ended`. `received` counts the audio and video frames that arrived (what tests look at)."""
 
     def __init__(self, client: Client, *, play: str | None = None, record: str | None = None,
-                 video: bool = False) -> None:
+                 video: bool = False, relay: bool = False) -> None:
         self.client = client
         self.play, self.record, self.video = play, record, video
+        self.relay = relay   # media only through TURN, even where the server does not ask for it
         self.call: dict[str, Any] | None = None
         self.joined = False
         self.peers: dict[int, RTCPeerConnection] = {}
@@ -48,7 +49,7 @@ class CallAgent:
         self._config = RTCConfiguration()
         self._player: MediaPlayer | None = None
         self._recorder: MediaRecorder | None = None
-        self._relay = MediaRelay()
+        self._fork = MediaRelay()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         client.event_hooks.append(self._hook)
@@ -94,13 +95,26 @@ class CallAgent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def paths(self) -> list[str]:
+        """The kind of local candidate each connected peer uses (host, srflx, relay): the call's path."""
+        out = []
+        for pc in self.peers.values():
+            for tr in pc.getTransceivers():
+                ice = tr.receiver.transport.transport
+                conn = getattr(ice, "_connection", None)   # aioice keeps the nominated pair here only
+                pair = next(iter(getattr(conn, "_nominated", {}).values()), None)
+                if pair is not None:
+                    out.append(str(pair.local_candidate.type))
+                    break
+        return out
+
     # -- media -------------------------------------------------------------------------------
     async def _prepare(self) -> None:
         creds = await self.client.call("call.turn_credentials")
         servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
                    for s in creds["ice_servers"]]
         self._config = RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY
-                                        if creds["relay_only"] else RTCIceTransportPolicy.ALL)
+                                        if creds["relay_only"] or self.relay else RTCIceTransportPolicy.ALL)
         if self.play and self._player is None:
             self._player = MediaPlayer(self.play, loop=True)
         if self.record and self._recorder is None:
@@ -108,10 +122,10 @@ class CallAgent:
 
     def _local_tracks(self) -> list[MediaStreamTrack]:
         audio = self._player.audio if self._player and self._player.audio else AudioStreamTrack()
-        tracks: list[MediaStreamTrack] = [self._relay.subscribe(audio)]
+        tracks: list[MediaStreamTrack] = [self._fork.subscribe(audio)]
         if self.call and self.call.get("video"):
             video = self._player.video if self._player and self._player.video else VideoStreamTrack()
-            tracks.append(self._relay.subscribe(video))
+            tracks.append(self._fork.subscribe(video))
         return tracks
 
     def _peer(self, device_id: int) -> RTCPeerConnection:
@@ -126,8 +140,8 @@ class CallAgent:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if self._recorder is not None:
-                self._recorder.addTrack(self._relay.subscribe(track))
-            self._spawn(self._count(self._relay.subscribe(track)))
+                self._recorder.addTrack(self._fork.subscribe(track))
+            self._spawn(self._count(self._fork.subscribe(track)))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
