@@ -88,14 +88,15 @@ async def run_calls(runs: int, log: Any = None) -> dict[str, Any]:
             paths: set[str] = set()
             await _one(caller, callee, chat_id, relay)   # warm-up: imports, codecs, first allocation
             for i in range(runs):
-                c, a, used = await _one(caller, callee, chat_id, relay)
+                conn_s, audio_s, used = await _one(caller, callee, chat_id, relay)
                 paths.update(used)
-                connected.append(c)
-                audio.append(a)
-                say(f"{mode} {i + 1}/{runs}: connected {c * 1000:.0f} ms, first audio {a * 1000:.0f} ms,"
+                connected.append(conn_s)
+                audio.append(audio_s)
+                say(f"{mode} {i + 1}/{runs}: connected {conn_s * 1000:.0f} ms, first audio {audio_s * 1000:.0f} ms,"
                     f" path {'/'.join(used)}")
             report["modes"][mode] = {
-                "runs": len(audio), "paths": sorted(paths), "p50_ms": percentile_ms(audio, 50), "p99_ms": percentile_ms(audio, 99),
+                "runs": len(audio), "paths": sorted(paths),
+                "p50_ms": percentile_ms(audio, 50), "p99_ms": percentile_ms(audio, 99),
                 "max_ms": round(max(audio) * 1000, 1), "mean_ms": round(statistics.fmean(audio) * 1000, 1),
                 "connected_p50_ms": percentile_ms(connected, 50), "connected_p99_ms": percentile_ms(connected, 99)}
     finally:
@@ -135,7 +136,8 @@ def main(args: argparse.Namespace) -> int:
         for col in ("mode", "path used", "runs", "p50 ms", "p99 ms", "max ms", "ICE+DTLS connected p50 / p99 ms"):
             table.add_column(col, justify="left" if col in ("mode", "path used") else "right")
         for mode, r in report["modes"].items():
-            table.add_row(mode, "/".join(r["paths"]), str(r["runs"]), f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}",
+            table.add_row(mode, "/".join(r["paths"]), str(r["runs"]), f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+                          f"{r['max_ms']:.0f}",
                           f"{r['connected_p50_ms']:.0f} / {r['connected_p99_ms']:.0f}")
         Console().print(table)
     return 0
