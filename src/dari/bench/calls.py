@@ -94,17 +94,121 @@ async def run_calls(runs: int, log: Any = None) -> dict[str, Any]:
                 audio.append(audio_s)
                 say(f"{mode} {i + 1}/{runs}: connected {conn_s * 1000:.0f} ms, first audio {audio_s * 1000:.0f} ms,"
                     f" path {'/'.join(used)}")
-            report["modes"][mode] = {
-                "runs": len(audio), "paths": sorted(paths),
-                "p50_ms": percentile_ms(audio, 50), "p99_ms": percentile_ms(audio, 99),
-                "max_ms": round(max(audio) * 1000, 1), "mean_ms": round(statistics.fmean(audio) * 1000, 1),
-                "connected_p50_ms": percentile_ms(connected, 50), "connected_p99_ms": percentile_ms(connected, 99)}
+            report["modes"][mode] = _summary(audio, connected, paths)
     finally:
         for c in clients:
             await c.close()
         await asyncio.to_thread(server.stop)
         turn.stop()
     return report
+
+
+_CALLER_JS = """async () => {
+  const calls = window.dari.calls;
+  const t0 = performance.now();
+  await calls.start(false);
+  let connected = null;
+  for (;;) {
+    if (calls.call?.state === "active" && connected === null) connected = performance.now() - t0;
+    const s = await calls.stats();
+    if (s.audioPackets > 0) {
+      const path = s.paths[0] ? `${s.paths[0].local}/${s.paths[0].protocol}` : "?";
+      return { connected: connected ?? performance.now() - t0, audio: performance.now() - t0, path };
+    }
+    if (performance.now() - t0 > 30000) throw new Error("no audio within 30 s");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}"""
+# The callee answers the moment its page shows the incoming call, as if the person were very quick.
+_CALLEE_JS = """() => { const calls = window.dari.calls; clearInterval(window.__answer);
+  window.__answer = setInterval(() => {
+    if (calls.call?.state === "ringing" && !calls.call.joined) calls.accept();
+  }, 2);
+}"""
+_HANGUP_JS = """async () => { const calls = window.dari.calls; await calls.hangup();
+  for (let i = 0; i < 400 && calls.call; i++) await new Promise((r) => setTimeout(r, 10)); }"""
+
+
+async def run_browser_calls(runs: int, log: Any = None) -> dict[str, Any]:
+    """The same in Chromium (fake microphone): click-free `calls.start` on one page, auto-answer on
+    the other, until the caller's getStats shows audio packets received. One server per mode,
+    the second with call_relay_only (the page then sets iceTransportPolicy "relay")."""
+    import shutil
+
+    from dari.bench.web import BrowserMissing
+    from dari.client import Client
+
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError as exc:
+        raise BrowserMissing("Playwright is not installed: pip install -e '.[test]'") from exc
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise BrowserMissing("Chromium is not installed: apt-get install -y chromium")
+
+    say = log or (lambda _text: None)
+    work = Path(tempfile.mkdtemp(prefix="dari-bench-calls-web-"))
+    turn = start_turn(work / "turn", SECRET)
+    report: dict[str, Any] = {"runs": runs, "modes": {}}
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=exe, args=args)
+            for mode, relay in (("direct", False), ("turn-tcp", True)):
+                env = {"DARI_TURN_URLS": turn.tcp_url, "DARI_TURN_SECRET": SECRET}
+                if relay:
+                    env["DARI_CALL_RELAY_ONLY"] = "1"
+                server = LocalServer(env)
+                await asyncio.to_thread(server.start)
+                try:
+                    pages = []
+                    tokens: list[tuple[str, dict[str, Any]]] = []
+                    for name in ("alice", "bob"):
+                        async with Client(server.url) as c:
+                            await c.signup(f"{name}_{uuid.uuid4().hex[:6]}", name.title(), PASSWORD)
+                            assert c.token is not None and c.user is not None
+                            tokens.append((c.token, c.user))
+                    async with Client(server.url, token=tokens[0][0]) as c:
+                        chat_id = (await c.call("chat.open_direct", user_id=tokens[1][1]["user_id"]))["chat_id"]
+                    for token, _ in tokens:
+                        ctx = await browser.new_context()
+                        await ctx.add_init_script(f"localStorage.setItem('dari.token', {token!r})")
+                        page = await ctx.new_page()
+                        await page.goto(server.url)
+                        await page.wait_for_function(f"() => window.dari?.chats?.has({chat_id})", timeout=30000)
+                        pages.append(page)
+                    caller, callee = pages
+                    await caller.evaluate(f"() => window.dari.openChat({chat_id})")
+                    await callee.evaluate(_CALLEE_JS)
+                    connected: list[float] = []
+                    audio: list[float] = []
+                    paths: set[str] = set()
+                    for i in range(runs + 1):
+                        r = await caller.evaluate(_CALLER_JS)
+                        await caller.evaluate(_HANGUP_JS)
+                        await callee.wait_for_function("() => !window.dari.calls.call", timeout=30000)
+                        if i == 0:
+                            continue   # warm-up: codecs, the first TURN allocation
+                        connected.append(r["connected"] / 1000)
+                        audio.append(r["audio"] / 1000)
+                        paths.add(r["path"])
+                        say(f"browser {mode} {i}/{runs}: connected {r['connected']:.0f} ms, first audio"
+                            f" {r['audio']:.0f} ms, path {r['path']}")
+                    report["modes"][mode] = _summary(audio, connected, paths)
+                finally:
+                    await asyncio.to_thread(server.stop)
+            await browser.close()
+    finally:
+        turn.stop()
+    return report
+
+
+def _summary(audio: list[float], connected: list[float], paths: set[str]) -> dict[str, Any]:
+    return {"runs": len(audio), "paths": sorted(paths),
+            "p50_ms": percentile_ms(audio, 50), "p99_ms": percentile_ms(audio, 99),
+            "max_ms": round(max(audio) * 1000, 1), "mean_ms": round(statistics.fmean(audio) * 1000, 1),
+            "connected_p50_ms": percentile_ms(connected, 50), "connected_p99_ms": percentile_ms(connected, 99)}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -124,20 +228,30 @@ def main(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(f"  {text}", file=sys.stderr, flush=True)
 
-    report = asyncio.run(run_calls(max(1, args.runs if args.runs > 1 else (5 if args.quick else 50)), log))
+    runs = max(1, args.runs if args.runs > 1 else (5 if args.quick else 50))
+    report: dict[str, Any] = {"sdk": asyncio.run(run_calls(runs, log))}
+    from dari.bench.web import BrowserMissing
+
+    try:
+        report["browser"] = asyncio.run(run_browser_calls(runs, log))
+    except BrowserMissing as exc:
+        print(f"dari bench calls: no browser figures: {exc}", file=sys.stderr)
     report["machine"] = machine_info()
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    else:
-        from rich.console import Console
-        from rich.table import Table
+        return 0
+    from rich.console import Console
+    from rich.table import Table
 
-        table = Table(title="dari bench calls: call.start -> first audio frame at the caller (aiortc, loopback)")
-        for col in ("mode", "path used", "runs", "p50 ms", "p99 ms", "max ms", "ICE+DTLS connected p50 / p99 ms"):
-            table.add_column(col, justify="left" if col in ("mode", "path used") else "right")
-        for mode, r in report["modes"].items():
-            table.add_row(mode, "/".join(r["paths"]), str(r["runs"]), f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
-                          f"{r['max_ms']:.0f}",
+    table = Table(title="dari bench calls: call.start -> first audio packet at the caller (loopback)")
+    for col in ("client", "mode", "path used", "runs", "p50 ms", "p99 ms", "max ms", "connected p50 / p99 ms"):
+        table.add_column(col, justify="left" if col in ("client", "mode", "path used") else "right")
+    for client, part in report.items():
+        if client == "machine":
+            continue
+        for mode, r in part["modes"].items():
+            table.add_row("aiortc" if client == "sdk" else "Chromium", mode, ", ".join(r["paths"]), str(r["runs"]),
+                          f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}",
                           f"{r['connected_p50_ms']:.0f} / {r['connected_p99_ms']:.0f}")
-        Console().print(table)
+    Console().print(table)
     return 0
