@@ -24,7 +24,7 @@ SECRET = "s3cret-for-tests"
 
 @pytest.fixture
 def call_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    return server_factory({"DARI_CALL_RING_S": "1.5", "DARI_TURN_URLS": "turn:127.0.0.1:3478?transport=tcp",
+    return server_factory({"DARI_CALL_RING_S": "1.5", "DARI_CALL_OFFLINE_GRACE_S": "0.5", "DARI_TURN_URLS": "turn:127.0.0.1:3478?transport=tcp",
                            "DARI_TURN_SECRET": SECRET, "DARI_TURN_TTL_S": "600",
                            "DARI_STUN_URLS": "stun:127.0.0.1:3478"})
 
@@ -139,6 +139,26 @@ async def test_missed_declined_busy_lines(call_server: ServerProcess) -> None:
     finally:
         for c in (alice, bob, carol):
             await c.close()
+
+
+async def test_a_device_that_goes_away_leaves_its_call(call_server: ServerProcess) -> None:
+    alice = await person(call_server.url, "alice")
+    bob = await person(call_server.url, "bob")
+    try:
+        assert bob.user
+        chat = await alice.call("chat.open_direct", user_id=bob.user["user_id"])
+        info = await alice.call("call.start", chat_id=chat["chat_id"])
+        await bob.call("call.accept", call_id=info["call_id"])
+        await bob.close()   # a closed tab: no hang-up, the connection just ends
+        ended = await alice.next_event("call.ended", timeout=15)
+        assert ended.payload["call_id"] == info["call_id"] and ended.payload["reason"] == "hangup"
+        # ...so neither of them is stuck "in a call".
+        again = await alice.call("call.start", chat_id=chat["chat_id"])
+        assert again["state"] == "ringing"
+        await alice.call("call.hangup", call_id=again["call_id"])
+    finally:
+        await alice.close()
+        await bob.close()
 
 
 async def test_group_voice_call_mesh_membership(call_server: ServerProcess) -> None:

@@ -52,6 +52,7 @@ class Settings:
     default_stickers: bool = True       # import dari's own sticker pack on first start
     # Calls (issue 12; docs/operations.md, "Calls and TURN").
     call_ring_s: float = 45.0           # an unanswered call rings this long, then it is a missed call
+    call_offline_grace_s: float = 20.0  # a device offline this long leaves its call (closed tab, dead phone)
     turn_urls: str = ""                 # comma-separated: turn:HOST:3478?transport=udp,turns:HOST:443?transport=tcp
     turn_secret: str = ""               # coturn's static-auth-secret (use-auth-secret): dari signs credentials
     turn_ttl_s: int = 10800             # how long a TURN credential works (a call starts within it)

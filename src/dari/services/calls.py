@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -137,9 +138,7 @@ class Calls:
 
         def fire() -> None:
             self._timers.pop(call_id, None)
-            task = asyncio.ensure_future(self._expire(call_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._expire(call_id))
 
         self._timers[call_id] = loop.call_later(max(0.0, delay_s), fire)
 
@@ -332,6 +331,29 @@ class Calls:
                                                       "device_id": caller.device_id, "call": info})
         return info
 
+    def device_offline(self, user_id: int, device_id: int) -> None:
+        """The device's last session closed: if it is still gone after the grace time, it leaves its
+        call, so a closed tab or a dead phone does not keep anyone "in a call" for ever."""
+        async def later() -> None:
+            # A route switch or a reconnect is not leaving: media may still flow peer to peer.
+            await asyncio.sleep(self.core.settings.call_offline_grace_s)
+            if self.core.bus.is_device_online(device_id):
+                return
+            ids = await self.core.db.read(lambda tx: [r[0] for r in tx.all(
+                "SELECT cm.call_id FROM call_members cm JOIN calls c ON c.id = cm.call_id WHERE cm.user_id = ?"
+                " AND cm.device_id = ? AND cm.state = 'joined' AND c.state IN ('ringing', 'active')",
+                (user_id, device_id))])
+            for call_id in ids:
+                with contextlib.suppress(DariError):
+                    await self.hangup(Caller(user_id, device_id), pc.CallRef(call_id=call_id))
+
+        self._spawn(later())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _cancel_timer(self, info: dict[str, Any]) -> None:
         if info["state"] == "ended":
             timer = self._timers.pop(info["call_id"], None)
@@ -390,3 +412,5 @@ class Calls:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()

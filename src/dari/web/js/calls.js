@@ -266,6 +266,12 @@ export class Calls {
     if (this.call) return;
     try {
       const calls = await this.app.session.call("call.current", {});
+      // A call this device was in before a reload: its media is gone with the old page.
+      for (const c of calls) {
+        if (c.members.some((m) => m.device_id === this.myDevice() && m.state === "joined") && c.call_id !== this.call?.id) {
+          this.app.session.call("call.hangup", { call_id: c.call_id }).catch(() => {});
+        }
+      }
       const ringing = calls.find((c) => c.members.some((m) => m.user_id === this.me() && m.state === "ringing"));
       if (ringing && !this.call) this.adopt(ringing, { joined: false, state: "ringing" });
     } catch { /* no call, or not now */ }
