@@ -24,7 +24,8 @@ SECRET = "s3cret-for-tests"
 
 @pytest.fixture
 def call_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    return server_factory({"DARI_CALL_RING_S": "1.5", "DARI_CALL_OFFLINE_GRACE_S": "0.5", "DARI_TURN_URLS": "turn:127.0.0.1:3478?transport=tcp",
+    return server_factory({"DARI_CALL_RING_S": "1.5", "DARI_CALL_OFFLINE_GRACE_S": "0.5",
+                           "DARI_TURN_URLS": "turn:127.0.0.1:3478?transport=tcp",
                            "DARI_TURN_SECRET": SECRET, "DARI_TURN_TTL_S": "600",
                            "DARI_STUN_URLS": "stun:127.0.0.1:3478"})
 
@@ -273,3 +274,53 @@ async def test_cli_call_plays_a_file_to_an_sdk_agent_that_records(server: Server
         assert w.getsampwidth() == 2
         samples = array.array("h", w.readframes(w.getnframes()))
     assert len(samples) > 0 and max(abs(x) for x in samples) > 2000
+
+
+async def test_coturn_accepts_dari_credentials_and_refuses_expired_ones(server_factory: Callable[..., ServerProcess],
+                                                                         tmp_path: Any) -> None:
+    """A real TURN allocation over TCP and over TLS with what call.turn_credentials hands out; an
+    expired or forged credential gets coturn's 401."""
+    import asyncio
+    import os
+    import ssl
+
+    import aioice.turn
+    from aioice.stun import TransactionFailed
+
+    from dari.bench.turn import start_turn, turnserver_path
+
+    if turnserver_path() is None:
+        msg = "Debian's coturn is not installed: apt-get install -y coturn"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    turn = start_turn(tmp_path / "turn", SECRET)
+    try:
+        srv = server_factory({"DARI_TURN_URLS": f"{turn.tcp_url},{turn.tls_url}", "DARI_TURN_SECRET": SECRET,
+                              "DARI_TURN_TTL_S": "120"})
+        alice = await person(srv.url, "alice")
+        try:
+            creds = (await alice.call("call.turn_credentials"))["ice_servers"][0]
+            assert creds["urls"] == [turn.tcp_url, turn.tls_url]
+        finally:
+            await alice.close()
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE   # the test's self-signed cert
+
+        async def allocate(port: int, username: str, password: str, tls: bool = False) -> Any:
+            transport, _ = await aioice.turn.create_turn_endpoint(
+                asyncio.DatagramProtocol, server_addr=("127.0.0.1", port), username=username, password=password,
+                transport="tcp", ssl=insecure if tls else None)
+            relayed = transport.get_extra_info("sockname")
+            transport.close()
+            return relayed
+
+        assert (await allocate(turn.tcp_port, creds["username"], creds["credential"]))[0] == "127.0.0.1"
+        assert (await allocate(turn.tls_port, creds["username"], creds["credential"], tls=True))[0] == "127.0.0.1"
+        expired = turn_credentials(SECRET, 1, ttl_s=-5)
+        forged = turn_credentials("not-the-secret", 1, ttl_s=600)
+        for username, password in (expired, forged):
+            with pytest.raises(TransactionFailed, match="401"):
+                await allocate(turn.tcp_port, username, password)
+    finally:
+        turn.stop()

@@ -21,8 +21,10 @@ from tests.conftest import CHROMIUM_ARGS, PASSWORD, ServerProcess, chromium_path
 from tests.test_web import T, new_page, open_chat
 
 WEB = Path(__file__).resolve().parent.parent / "src" / "dari" / "web"
+# Fake camera and microphone, no permission prompt; and trust the self-signed certificate of the
+# test's coturn TLS listener (the pages themselves are plain http on loopback).
 FAKE_MEDIA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-              "--autoplay-policy=no-user-gesture-required"]
+              "--autoplay-policy=no-user-gesture-required", "--ignore-certificate-errors"]
 SECRET = "test-turn-secret"
 
 
@@ -151,15 +153,17 @@ async def test_video_call_between_two_browsers_then_missed_and_declined(
         assert not page.errors, page.errors  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("over", ["tcp", "tls"])
 async def test_relay_only_over_turn_tcp_when_udp_is_blocked(server_factory: Callable[..., ServerProcess],
-                                                            browser: Browser, tmp_path: Path) -> None:
+                                                            browser: Browser, tmp_path: Path, over: str) -> None:
     need_turnserver()
     turn = start_turn(tmp_path / "turn", SECRET, verbose=True)
     try:
-        # Only a turn:...?transport=tcp server, and every candidate must be relayed: the TCP path to
-        # TURN is the only one the pages may use, as on a network that drops all UDP.
-        srv = server_factory({"DARI_TURN_URLS": turn.tcp_url, "DARI_TURN_SECRET": SECRET,
-                              "DARI_CALL_RELAY_ONLY": "1"})
+        # Only a turn:...?transport=tcp (or turns: over TLS, port 443 in production) server, and every
+        # candidate must be relayed: that is the only path the pages may use, as on a network that
+        # drops all UDP. coturn has no UDP listener at all.
+        srv = server_factory({"DARI_TURN_URLS": turn.tcp_url if over == "tcp" else turn.tls_url,
+                              "DARI_TURN_SECRET": SECRET, "DARI_CALL_RELAY_ONLY": "1"})
         alice, bob = Client(srv.url), Client(srv.url)
         try:
             import uuid
@@ -176,7 +180,7 @@ async def test_relay_only_over_turn_tcp_when_udp_is_blocked(server_factory: Call
             for page in (a, b):
                 await expect(page.locator("#call-overlay")).to_have_attribute("data-state", "active", timeout=T)
                 stats = await media_flows(page)
-                assert stats["paths"] and all(p == {"local": "relay", "protocol": "tcp"} for p in stats["paths"]), stats
+                assert stats["paths"] and all(p == {"local": "relay", "protocol": over} for p in stats["paths"]), stats
             await a.click("#call-hangup")
             await open_chat(b, "Alice")
             await expect(system_line(b, r"^Voice call \d+:\d\d$")).to_be_visible(timeout=T)
