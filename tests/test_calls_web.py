@@ -80,7 +80,7 @@ async def pair(make_user: Callable[..., Any]) -> tuple[Client, Client, int]:
 
 @pytest.fixture
 def ringing_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    return server_factory({"DARI_CALL_RING_S": "8"})
+    return server_factory({"DARI_CALL_RING_S": "6"})
 
 
 @pytest.fixture

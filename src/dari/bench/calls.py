@@ -48,10 +48,7 @@ async def _one(caller: Any, callee: Any, chat_id: int, relay: bool) -> tuple[flo
         await a.place(chat_id)
         await asyncio.wait_for(a.connected.wait(), 30)
         t_connected = time.monotonic() - t0
-        while a.received["audio"] == 0:
-            await asyncio.sleep(0.002)
-            if time.monotonic() - t0 > 30:
-                raise TimeoutError("no audio within 30 s")
+        await asyncio.wait_for(a.first_audio.wait(), 30)
         t_audio = time.monotonic() - t0
         paths = a.paths()
         await answering
@@ -236,6 +233,15 @@ def main(args: argparse.Namespace) -> int:
         report["browser"] = asyncio.run(run_browser_calls(runs, log))
     except BrowserMissing as exc:
         print(f"dari bench calls: no browser figures: {exc}", file=sys.stderr)
+    if args.lab:
+        from dari.bench.calls_lab import run_lab_calls
+        from dari.lab.netns import missing_features
+
+        missing = missing_features()
+        if missing:
+            print("dari bench calls --lab needs the censorship lab: " + "; ".join(missing), file=sys.stderr)
+            return 2
+        report["lab"] = asyncio.run(run_lab_calls(runs, log=log))
     report["machine"] = machine_info()
     if args.json:
         sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
@@ -247,11 +253,20 @@ def main(args: argparse.Namespace) -> int:
     for col in ("client", "mode", "path used", "runs", "p50 ms", "p99 ms", "max ms", "connected p50 / p99 ms"):
         table.add_column(col, justify="left" if col in ("client", "mode", "path used") else "right")
     for client, part in report.items():
-        if client == "machine":
+        if client in ("machine", "lab"):
             continue
         for mode, r in part["modes"].items():
             table.add_row("aiortc" if client == "sdk" else "Chromium", mode, ", ".join(r["paths"]), str(r["runs"]),
                           f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}",
                           f"{r['connected_p50_ms']:.0f} / {r['connected_p99_ms']:.0f}")
     Console().print(table)
+    if "lab" in report:
+        lab = Table(title="in the censorship lab: censored caller (aiortc) -> control region; udp-block drops all"
+                          " UDP but DNS")
+        for col in ("phase", "caller path", "callee path", "runs", "p50 ms", "p99 ms", "max ms"):
+            lab.add_column(col, justify="left" if "path" in col or col == "phase" else "right")
+        for phase, r in report["lab"]["phases"].items():
+            lab.add_row(phase, ", ".join(r["caller_paths"]), ", ".join(r["callee_paths"]), str(r["runs"]),
+                        f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}")
+        Console().print(lab)
     return 0

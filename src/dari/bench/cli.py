@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
                         " media: HTTP and WebSocket upload MB/s, HTTP download MB/s (whole and Range) and"
                         " thumbnails/s, with an integrity check; calls: call setup time (call.start to first"
                         " audio) direct and relay-only via TURN-TCP through coturn, with aiortc")
+    p.add_argument("--lab", action="store_true", help="calls: also from a censored region that drops UDP, in the"
+                                                        " censorship lab (root)")
     p.add_argument("--runs", type=int, default=1, help="detect: runs per scenario (default 1); calls: calls per"
                                                        " path (default 50, --quick 5)")
     p.add_argument("--lab-scenario", action="append", dest="lab_scenarios", metavar="NAME",

@@ -56,29 +56,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_turn(workdir: Path, secret: str, *, host: str = "127.0.0.1", tcp_port: int = 0, tls_port: int = 0,
-               relay_ports: tuple[int, int] = (49160, 49400), verbose: bool = False, timeout: float = 10.0) -> Turn:
-    """Start turnserver on `host`; returns once its TCP listener accepts connections."""
+def turn_argv(workdir: Path, secret: str, *, host: str, tcp_port: int, tls_port: int,
+              relay_ports: tuple[int, int] = (49160, 49400), udp: bool = False, verbose: bool = False) -> list[str]:
+    """turnserver's command line: TURN over TCP on `tcp_port` (and UDP there when `udp`), over TLS on
+    `tls_port` with a self-signed certificate for `host`, dari's REST-API secret."""
     exe = turnserver_path()
     if exe is None:
         raise FileNotFoundError("turnserver (Debian's coturn) is not installed: apt-get install coturn")
     workdir.mkdir(parents=True, exist_ok=True)
     cert, key = self_signed(str(workdir / "tls"), (host, "localhost"))
-    tcp_port, tls_port = tcp_port or _free_port(), tls_port or _free_port()
-    log_path = workdir / "turnserver.log"
     args = [exe, "-n", "--listening-ip", host, "--relay-ip", host, "--listening-port", str(tcp_port),
             "--tls-listening-port", str(tls_port), "--use-auth-secret", "--static-auth-secret", secret,
-            "--realm", "dari", "--cert", cert, "--pkey", key, "--no-udp", "--no-dtls", "--no-cli",
+            "--realm", "dari", "--cert", cert, "--pkey", key, "--no-dtls", "--no-cli",
             "--no-multicast-peers", "--min-port", str(relay_ports[0]), "--max-port", str(relay_ports[1]),
             "--pidfile", str(workdir / "turnserver.pid"), "--log-file", "stdout", "--simple-log",
             "--userdb", str(workdir / "turndb"), "--no-software-attribute", "--fingerprint"]
+    if not udp:
+        args.append("--no-udp")
     if verbose:
         args.append("--verbose")   # logs each request: tests check that allocations were made
     if host.startswith("127.") or host == "::1":
         # Both peers and the relay live on loopback here; production servers keep the default deny.
         args.append("--allow-loopback-peers")
+    return args
+
+
+def start_turn(workdir: Path, secret: str, *, host: str = "127.0.0.1", tcp_port: int = 0, tls_port: int = 0,
+               relay_ports: tuple[int, int] = (49160, 49400), verbose: bool = False, timeout: float = 10.0) -> Turn:
+    """Start turnserver on `host` (no UDP listener); returns once its TCP and TLS listeners accept."""
+    tcp_port, tls_port = tcp_port or _free_port(), tls_port or _free_port()
+    args = turn_argv(workdir, secret, host=host, tcp_port=tcp_port, tls_port=tls_port, relay_ports=relay_ports,
+                     verbose=verbose)
+    log_path = workdir / "turnserver.log"
     log = open(log_path, "ab")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
     turn = Turn(proc, host, tcp_port, tls_port, secret, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -43,6 +43,7 @@ class CallAgent:
         self.peers: dict[int, RTCPeerConnection] = {}
         self.received = {"audio": 0, "video": 0}
         self.connected = asyncio.Event()
+        self.first_audio = asyncio.Event()   # the first audio frame from the other side arrived
         self.ended = asyncio.Event()
         self.end_reason = ""
         self._ringing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -158,6 +159,8 @@ class CallAgent:
             while True:
                 await track.recv()
                 self.received[kind] = self.received.get(kind, 0) + 1
+                if kind == "audio":
+                    self.first_audio.set()
 
     async def _signal(self, device_id: int, payload: dict[str, Any]) -> None:
         assert self.call is not None
