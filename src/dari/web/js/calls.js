@@ -329,6 +329,7 @@ export class Calls {
       return o;
     }));
     select.value = this.sinkId || "default";
+    if (select.selectedIndex < 0) select.selectedIndex = 0; // no "default" entry: show the first one
     wrap.hidden = outputs.length < 2;
   }
 
