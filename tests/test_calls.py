@@ -162,6 +162,29 @@ async def test_a_device_that_goes_away_leaves_its_call(call_server: ServerProces
         await bob.close()
 
 
+async def test_someone_whose_call_device_vanished_is_not_busy_for_ever(
+        server_factory: Callable[..., ServerProcess]) -> None:
+    # The grace timer is long (as if the process holding it had restarted and lost it): the next
+    # call to that person notices the device is offline and takes it out of the old call.
+    srv = server_factory({"DARI_CALL_OFFLINE_GRACE_S": "600"})
+    alice, bob, carol = [await person(srv.url, n) for n in ("alice", "bob", "carol")]
+    try:
+        assert bob.user
+        ab = await alice.call("chat.open_direct", user_id=bob.user["user_id"])
+        cb = await carol.call("chat.open_direct", user_id=bob.user["user_id"])
+        old = await alice.call("call.start", chat_id=ab["chat_id"])
+        await bob.call("call.accept", call_id=old["call_id"])
+        await bob.close()
+        fresh = await carol.call("call.start", chat_id=cb["chat_id"])
+        assert fresh["state"] == "ringing", fresh
+        ended = await alice.next_event("call.ended")
+        assert ended.payload["call_id"] == old["call_id"]
+        await carol.call("call.hangup", call_id=fresh["call_id"])
+    finally:
+        for c in (alice, bob, carol):
+            await c.close()
+
+
 async def test_group_voice_call_mesh_membership(call_server: ServerProcess) -> None:
     people = [await person(call_server.url, n) for n in ("alice", "bob", "carol")]
     alice, bob, carol = people

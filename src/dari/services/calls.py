@@ -182,8 +182,21 @@ class Calls:
             await self._expire(call_id)
 
     # -- methods -----------------------------------------------------------------------------
+    async def _reap_offline(self, chat_id: int) -> None:
+        """Take out of their calls the chat's members whose call device is offline: a process that
+        restarted lost the timers of `device_offline`, and nobody should look busy for ever."""
+        rows = await self.core.db.read(lambda tx: tx.all(
+            "SELECT cm.call_id, cm.user_id, cm.device_id FROM call_members cm JOIN calls c ON c.id = cm.call_id"
+            " JOIN members mb ON mb.user_id = cm.user_id AND mb.chat_id = ? AND mb.active = 1"
+            " WHERE cm.state = 'joined' AND c.state IN ('ringing', 'active') LIMIT 100", (chat_id,)))
+        for call_id, user_id, device_id in rows:
+            if not self.core.bus.is_device_online(device_id):
+                with contextlib.suppress(DariError):
+                    await self.hangup(Caller(user_id, device_id), pc.CallRef(call_id=call_id))
+
     async def start(self, caller: Caller, p: pc.CallStart) -> dict[str, Any]:
         await self._sweep()
+        await self._reap_offline(p.chat_id)
         now = now_ms()
         ring_ms = int(self.core.settings.call_ring_s * 1000)
 
