@@ -252,10 +252,14 @@ export class Calls {
       case "call.declined":
         if (mine && p.user_id === this.me() && !call.joined) this.finish(t("call.declined"));
         break;
-      case "call.ended":
-        if (mine) this.finish(t(p.reason === "declined" ? "call.declined" : p.reason === "missed" && call.joined
-          ? "call.no_answer" : "call.ended"));
+      case "call.ended": {
+        if (!mine) break;
+        let key = "call.ended";
+        if (p.reason === "declined") key = "call.declined";
+        else if (p.reason === "missed") key = call.joined ? "call.no_answer" : "call.missed";
+        this.finish(t(key));
         break;
+      }
       default:
         break;
     }
