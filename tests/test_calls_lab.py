@@ -26,6 +26,6 @@ async def test_a_call_from_a_network_that_blocks_udp_goes_through_turn_over_tcp(
     assert open_net["caller_paths"] == ["host"] and open_net["min_frames"] > 0, open_net
     # ...with it, the censored caller's only way is its TURN-over-TCP relay candidate, and audio
     # flows both ways all the same.
-    assert blocked["runs"] == 1 and blocked["caller_paths"] == ["relay"], blocked
+    assert blocked["runs"] == 1 and blocked["failed"] == 0 and blocked["caller_paths"] == ["relay"], blocked
     assert blocked["min_frames"] > 0, blocked
     assert report["turn_allocations"] > 0

@@ -11,12 +11,15 @@ CONFIG` is one side of the calls, run inside a lab namespace. Each caller line i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
 import uuid
 from typing import Any
+
+from dari.protocol.errors import DariError
 
 SECRET = "lab-" + uuid.uuid4().hex
 TURN_TCP_PORT, TURN_TLS_PORT = 3478, 5349
@@ -43,10 +46,16 @@ async def _caller(cfg: dict[str, Any]) -> None:
                 await asyncio.sleep(cfg.get("talk_s", 0.5))
                 heard = agent.received["audio"]
                 await agent.hangup()
+                out: dict[str, Any] = {"setup_ms": round(setup * 1000, 1), "connected_ms": round(connected * 1000, 1),
+                                       "paths": paths, "frames": heard}
+            except (DariError, TimeoutError) as exc:
+                # A failed call is a result too: the bench counts it, the test fails on it.
+                with contextlib.suppress(DariError):
+                    await agent.hangup()
+                out = {"error": f"{type(exc).__name__}: {exc}"}
             finally:
                 await agent.close()
-            print(json.dumps({"setup_ms": round(setup * 1000, 1), "connected_ms": round(connected * 1000, 1),
-                              "paths": paths, "frames": heard}), flush=True)
+            print(json.dumps(out), flush=True)
             await asyncio.sleep(0.5)   # the callee makes its next agent
 
 
@@ -118,6 +127,7 @@ async def run_lab_calls(runs: int, *, scenarios: tuple[str | None, ...] = (None,
                 lab.apply(scenario)
             name = scenario or "no-block"
             results = await _phase(lab, setup, runs, lambda r, i, n=name: say(
+                f"lab {n} {i}/{runs}: {r['error']}" if "error" in r else
                 f"lab {n} {i}/{runs}: first audio {r['setup_ms']:.0f} ms, caller path {'/'.join(r['paths'])},"
                 f" callee path {'/'.join(r['callee_paths'])}"))
             report["phases"][name] = _summary(results)
@@ -141,7 +151,14 @@ async def _phase(lab: Any, setup: dict[str, Any], runs: int, say: Any) -> list[d
         caller = await _spawn(lab, "censored", "caller", {**common, "token": setup["tokens"][0]})
         try:
             for i in range(runs):
-                r = await asyncio.wait_for(_line(caller), 120)
+                r = await asyncio.wait_for(_line(caller), 180)
+                if "error" in r:
+                    results.append(r)
+                    say(r, i + 1)
+                    # The callee reports a call it answered; one that never rang leaves no line.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_line(callee), 5)
+                    continue
                 heard = await asyncio.wait_for(_line(callee), 60)
                 r["callee_frames"], r["callee_paths"] = heard["frames"], heard["paths"]
                 results.append(r)
@@ -160,8 +177,11 @@ async def _phase(lab: Any, setup: dict[str, Any], runs: int, say: Any) -> list[d
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     from dari.bench.track import percentile_ms
 
+    failed = [r["error"] for r in results if "error" in r]
+    results = [r for r in results if "error" not in r]
     setups = [r["setup_ms"] / 1000 for r in results]
-    return {"runs": len(results), "p50_ms": percentile_ms(setups, 50), "p99_ms": percentile_ms(setups, 99),
+    return {"runs": len(results), "failed": len(failed), "errors": failed[:3],
+            "p50_ms": percentile_ms(setups, 50), "p99_ms": percentile_ms(setups, 99),
             "max_ms": round(max(setups) * 1000, 1) if setups else None,
             "caller_paths": sorted({p for r in results for p in r["paths"]}),
             "callee_paths": sorted({p for r in results for p in r["callee_paths"]}),

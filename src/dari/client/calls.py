@@ -53,6 +53,8 @@ class CallAgent:
         self._fork = MediaRelay()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._placing = False
+        self._held: list[tuple[str, dict[str, Any]]] = []
         client.event_hooks.append(self._hook)
         self._spawn(self._dispatch())
 
@@ -60,13 +62,22 @@ class CallAgent:
     async def place(self, chat_id: int, *, video: bool | None = None) -> dict[str, Any]:
         """Ring the chat's other member(s); media starts when someone answers (see `connected`)."""
         await self._prepare()
-        info: dict[str, Any] = await self.client.call("call.start", chat_id=chat_id,
-                                                      video=self.video if video is None else video)
+        # The answer to call.start can come after the callee's call.accepted (another connection's
+        # request finished first): events meanwhile are held and handled once the call id is known.
+        self._placing = True
+        try:
+            info: dict[str, Any] = await self.client.call("call.start", chat_id=chat_id,
+                                                          video=self.video if video is None else video)
+        finally:
+            self._placing = False
+        held, self._held = self._held, []
         if info["state"] == "ended":
             self.end_reason = str(info["reason"])
             self.ended.set()
             return info
         self.call, self.joined = info, True
+        for name, payload in held:
+            await self._handle(name, payload)
         return info
 
     async def wait_ringing(self, timeout: float = 30.0) -> dict[str, Any]:
@@ -75,9 +86,14 @@ class CallAgent:
 
     async def answer(self, call: dict[str, Any]) -> None:
         await self._prepare()
-        self.call = call
-        await self.client.call("call.accept", call_id=call["call_id"])
-        self.joined = True
+        # Joined before the answer arrives: an offer that overtakes it (another connection's work)
+        # is then handled, not dropped.
+        self.call, self.joined = call, True
+        try:
+            await self.client.call("call.accept", call_id=call["call_id"])
+        except BaseException:
+            self.joined = False
+            raise
 
     async def decline(self, call: dict[str, Any]) -> None:
         await self.client.call("call.decline", call_id=call["call_id"])
@@ -201,6 +217,9 @@ class CallAgent:
                 log.exception("call: handling %s failed", ev.name)
 
     async def _handle(self, name: str, p: dict[str, Any]) -> None:
+        if self._placing and name != "call.ringing":
+            self._held.append((name, p))
+            return
         mine = self.call is not None and p.get("call_id") == self.call["call_id"]
         me = self.client.device_id
         if name == "call.ringing" and self.call is None:

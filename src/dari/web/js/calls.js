@@ -184,13 +184,20 @@ export class Calls {
     try {
       await this.iceConfig();
       if (!this.local) await this.media(call.video);
+    } catch (err) {
+      toast(mediaError(err), { kind: "error" });
+      this.app.session.call("call.decline", { call_id: call.id }).catch(() => {});
+      this.teardown();
+      return;
+    }
+    // Joined before the answer arrives, so an offer that overtakes it is handled, not dropped.
+    call.joined = true;
+    try {
       await this.app.session.call("call.accept", { call_id: call.id });
-      call.joined = true;
       this.render();
     } catch (err) {
-      toast(err instanceof DOMException ? mediaError(err) : errorText(err), { kind: "error" });
-      if (call.joined === false) this.app.session.call("call.decline", { call_id: call.id }).catch(() => {});
-      this.teardown();
+      toast(errorText(err), { kind: "error" });
+      if (this.call === call) this.teardown();
     }
   }
 
