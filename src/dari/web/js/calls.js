@@ -92,6 +92,10 @@ export class Calls {
     this.starting = false;
     this.held = [];         // events that arrived while call.start was on its way
     this.timer = null;
+    this.ringing = null;    // the call id the ring tone is for
+    this.ringTimer = null;
+    this.ringCtx = null;
+    this.ringNote = null;
   }
 
   me() { return this.app.session.user?.user_id; }
@@ -360,10 +364,11 @@ export class Calls {
     box.hidden = !call;
     clearInterval(this.timer);
     this.timer = null;
-    if (!call) return;
+    if (!call) { this.stopRing(); return; }
     box.dataset.state = call.state;
     $("#call-title").textContent = call.title;
     const incoming = call.state === "ringing" && !call.joined;
+    if (incoming) this.ring(call); else this.stopRing();
     $("#call-incoming").hidden = !incoming;
     $("#call-controls").hidden = incoming || call.state === "ended";
     $("#call-camera").hidden = !call.video;
@@ -375,6 +380,55 @@ export class Calls {
     };
     tick();
     if (call.state === "active") this.timer = setInterval(tick, 1000);
+  }
+
+  // Ringing: a two-tone ring from WebAudio (no sound file to ship; silent where the browser has not
+  // allowed audio yet) and, when the tab is hidden, a notification that opens the page.
+  ring(call) {
+    if (this.ringing === call.id) return;
+    this.stopRing();
+    this.ringing = call.id;
+    try {
+      this.ringCtx = this.ringCtx || new AudioContext();
+      this.ringCtx.resume().catch(() => {});
+      const tone = () => {
+        const ctx = this.ringCtx;
+        const gain = ctx.createGain();
+        gain.gain.setValueAtTime(0.0001, ctx.currentTime);
+        gain.gain.exponentialRampToValueAtTime(0.15, ctx.currentTime + 0.05);
+        gain.gain.setValueAtTime(0.15, ctx.currentTime + 0.9);
+        gain.gain.exponentialRampToValueAtTime(0.0001, ctx.currentTime + 1);
+        gain.connect(ctx.destination);
+        for (const hz of [440, 480]) {
+          const osc = ctx.createOscillator();
+          osc.frequency.value = hz;
+          osc.connect(gain);
+          osc.start();
+          osc.stop(ctx.currentTime + 1);
+        }
+      };
+      tone();
+      this.ringTimer = setInterval(tone, 3000);
+    } catch (err) {
+      console.info("no ring tone:", err.message);
+    }
+    if (document.hidden && this.app.notificationsOn()) {
+      try {
+        this.ringNote = new Notification(call.title, { body: t(call.group ? "call.incoming_group"
+          : call.video ? "call.incoming_video" : "call.incoming_voice"), tag: `dari-call-${call.id}` });
+        this.ringNote.onclick = () => { window.focus(); this.ringNote?.close(); };
+      } catch (err) {
+        console.warn("notification failed", err);
+      }
+    }
+  }
+
+  stopRing() {
+    this.ringing = null;
+    clearInterval(this.ringTimer);
+    this.ringTimer = null;
+    this.ringNote?.close();
+    this.ringNote = null;
   }
 
   // The call is over for this page: say why for a moment, then close.
