@@ -347,3 +347,40 @@ async def test_coturn_accepts_dari_credentials_and_refuses_expired_ones(server_f
                 await allocate(turn.tcp_port, username, password)
     finally:
         turn.stop()
+
+
+async def test_a_call_is_set_up_over_long_poll_and_the_frame_stream(server_factory: Callable[..., ServerProcess]) -> None:
+    """G6 for calls: ringing, answer and every SDP/ICE signal travel on whatever route the session
+    uses; here the caller only has HTTP long-poll and the callee only the plain frame stream."""
+    import asyncio
+
+    from dari.client.calls import CallAgent, wait_connected
+    from dari.client.routes import Route
+    from tests.conftest import free_port
+
+    port = free_port()
+    srv = server_factory(args=["--stream-port", str(port)])
+    alice = Client(srv.url, routes=[Route("longpoll", srv.url, name="long-poll")])
+    bob = Client(srv.url, routes=[Route("stream", f"tcp://127.0.0.1:{port}", name="stream")])
+    agents: list[CallAgent] = []
+    try:
+        for c, n in ((alice, "alice"), (bob, "bob")):
+            await c.signup(f"{n}_{uuid.uuid4().hex[:6]}", n.title(), PASSWORD)
+            await c.wait_live()
+        assert alice.route == "long-poll" and bob.route == "stream"
+        assert bob.user
+        chat = await alice.call("chat.open_direct", user_id=bob.user["user_id"])
+        caller, callee = CallAgent(alice), CallAgent(bob)
+        agents += [caller, callee]
+        await caller.place(chat["chat_id"])
+        await callee.answer(await callee.wait_ringing(15))
+        await wait_connected(caller, 20)
+        await asyncio.wait_for(asyncio.gather(caller.first_audio.wait(), callee.first_audio.wait()), 20)
+        await caller.hangup()
+        await asyncio.wait_for(callee.ended.wait(), 15)
+        assert callee.end_reason == "hangup"
+    finally:
+        for a in agents:
+            await a.close()
+        await alice.close()
+        await bob.close()
