@@ -349,7 +349,8 @@ async def test_coturn_accepts_dari_credentials_and_refuses_expired_ones(server_f
         turn.stop()
 
 
-async def test_a_call_is_set_up_over_long_poll_and_the_frame_stream(server_factory: Callable[..., ServerProcess]) -> None:
+async def test_a_call_is_set_up_over_long_poll_and_the_frame_stream(
+        server_factory: Callable[..., ServerProcess]) -> None:
     """G6 for calls: ringing, answer and every SDP/ICE signal travel on whatever route the session
     uses; here the caller only has HTTP long-poll and the callee only the plain frame stream."""
     import asyncio
