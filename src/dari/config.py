@@ -51,6 +51,14 @@ class Settings:
     media_prune_interval_s: float = 3600.0
     default_stickers: bool = True       # import dari's own sticker pack on first start
     todevice_queue_max: int = 10000     # queued to-device (E2EE key) messages kept per device; oldest dropped
+    # Calls (issue 12; docs/operations.md, "Calls and TURN").
+    call_ring_s: float = 45.0           # an unanswered call rings this long, then it is a missed call
+    call_offline_grace_s: float = 20.0  # a device offline this long leaves its call (closed tab, dead phone)
+    turn_urls: str = ""                 # comma-separated: turn:HOST:3478?transport=udp,turns:HOST:443?transport=tcp
+    turn_secret: str = ""               # coturn's static-auth-secret (use-auth-secret): dari signs credentials
+    turn_ttl_s: int = 10800             # how long a TURN credential works (a call starts within it)
+    stun_urls: str = ""                 # comma-separated stun:HOST:PORT, offered with the TURN servers
+    call_relay_only: bool = False       # browsers relay all media through TURN (hides addresses; tests)
     log_level: str = "info"
     log_json: bool = False
     demo: bool = False

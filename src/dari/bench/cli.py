@@ -36,14 +36,18 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--e2ee", action="store_true", help="dm-throughput: end-to-end encrypted chats, every message"
                    " encrypted by its sender and decrypted by its receiver with the SDK's core")
-    p.add_argument("suite", nargs="?", choices=["failover", "detect", "web", "media"],
+    p.add_argument("suite", nargs="?", choices=["failover", "detect", "web", "media", "calls"],
                    help="failover: time from a route cut (reset or blackhole) to the first message through the"
                         " next route, over --cuts repeated cuts; detect (root): in the censorship lab, time from a"
                         " block to the first message through a fallback and to the incident opening; web: the web"
                         " client in Chromium with a --messages long chat (open time, scrolling, DOM size, JS heap);"
                         " media: HTTP and WebSocket upload MB/s, HTTP download MB/s (whole and Range) and"
-                        " thumbnails/s, with an integrity check")
-    p.add_argument("--runs", type=int, default=1, help="detect: runs per scenario (default 1)")
+                        " thumbnails/s, with an integrity check; calls: call setup time (call.start to first"
+                        " audio) direct and relay-only via TURN-TCP through coturn, with aiortc")
+    p.add_argument("--lab", action="store_true", help="calls: also from a censored region that drops UDP, in the"
+                                                        " censorship lab (root)")
+    p.add_argument("--runs", type=int, default=1, help="detect: runs per scenario (default 1); calls: calls per"
+                                                       " path (default 50, --quick 5)")
     p.add_argument("--lab-scenario", action="append", dest="lab_scenarios", metavar="NAME",
                    help="detect: only this lab scenario (repeatable)")
     p.add_argument("--cuts", type=int, default=10, help="failover: how many cuts of each kind (default 10)")
@@ -160,6 +164,10 @@ def _main(args: argparse.Namespace) -> int:
         return _failover(args)
     if args.suite == "detect":
         return _detect(args)
+    if args.suite == "calls":
+        from dari.bench.calls import main as calls_main
+
+        return calls_main(args)
     if args.suite == "media":
         from dari.bench.media import main as media_main
 

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     # Each command group registers itself; keeps this file small and lets them grow independently.
     for module in ("dari.cli.commands", "dari.cli.diagnose_cmd", "dari.bench.cli", "dari.relay.cli", "dari.lab.cli",
-                   "dari.cli.content_cmd", "dari.cli.board_cmd", "dari.cli.admin_migrate"):
+                   "dari.cli.content_cmd", "dari.cli.board_cmd", "dari.cli.admin_migrate", "dari.cli.call_cmd"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError as exc:

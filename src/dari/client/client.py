@@ -19,7 +19,7 @@ import locale
 import logging
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,9 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[int | str, asyncio.Future[Any]] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        # Called with every event before it is queued: helpers such as client/calls.py follow their
+        # own events without taking them from whoever reads `events()`.
+        self.event_hooks: list[Callable[[Event], None]] = []
         self._connected = asyncio.Event()   # a link is up
         self._ready = asyncio.Event()       # ...and the session is open (or there is no token yet)
         self._live = asyncio.Event()
@@ -407,10 +410,13 @@ class Client:
                 elif frame.event == "session.revoked":
                     self.token = None
                     self.revoked = True
+                ev = Event(frame.event, frame.payload, frame.cursor)
+                for hook in self.event_hooks:
+                    hook(ev)
                 if self.e2ee is not None:
-                    self.e2ee.on_frame(Event(frame.event, frame.payload, frame.cursor))
+                    self.e2ee.on_frame(ev)
                 else:
-                    self._events.put_nowait(Event(frame.event, frame.payload, frame.cursor))
+                    self._events.put_nowait(ev)
             else:
                 fut = self._pending.pop(frame.id, None) if frame.id is not None else None
                 if fut is None or fut.done():

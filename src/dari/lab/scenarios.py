@@ -107,6 +107,15 @@ def _shutdown(lab: Lab, p: dict[str, Any]) -> None:
   }}""")
 
 
+def _udp_block(lab: Lab, p: dict[str, Any]) -> None:
+    # Networks that pass only TCP (many offices, some censors; QUIC and WebRTC die with it). DNS to
+    # the lab's resolver still works, as it does on such networks.
+    lab.censor.add_table("udp-block", nft.raw_rules(f'iifname "{CENSORED_IF}" udp dport != 53 drop') + f"""
+  chain forward {{ type filter hook forward priority filter; policy accept;
+    oifname "{CENSORED_IF}" udp sport != 53 drop
+  }}""")
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("line-2014", "DNS tampering and HTTP request filtering of all the service's names",
              _line_2014, expect={"dns": "dns-poison", "http": "http-filter", "pinned-tls": "ok", "relay": "ok"},
@@ -132,4 +141,6 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              _server_down, _server_up, expect={"direct": "server-down", "relay": "server-down"}),
     Scenario("shutdown", "everything from the censored region dropped",
              _shutdown, expect={"direct": "shutdown", "relay": "shutdown"}),
+    Scenario("udp-block", "every UDP packet but DNS dropped: calls must reach TURN over TCP or TLS",
+             _udp_block, expect={"direct": "ok", "call-media-udp": "blocked", "call-turn-tcp": "ok"}),
 ]}

@@ -393,6 +393,8 @@ METHODS: dict[str, MethodSpec] = {
 
 # Media, stickers, stories, boards and moderation (issue 4), friend invites and the open-chat
 # directory (issue 13) add their methods from their own modules.
+# Calls (issue 12) likewise.
+import dari.protocol.calls  # noqa: E402
 import dari.protocol.content  # noqa: E402
 import dari.protocol.e2ee  # noqa: E402
 import dari.protocol.invites  # noqa: E402,F401

@@ -17,9 +17,16 @@ CHAT_RENAMED = "chat_renamed"        # actor, title
 MEMBER_LEFT = "member_left"          # actor
 MEMBER_REMOVED = "member_removed"    # actor (the owner), users (the one removed)
 E2EE_ENABLED = "e2ee_enabled"        # actor (who switched it on)
+# Calls (issue 12): actor is the caller unless said otherwise; `video` says voice or video call.
+CALL_ENDED = "call_ended"            # actor, video, duration_s
+CALL_MISSED = "call_missed"          # actor, users (who did not answer), video
+CALL_DECLINED = "call_declined"      # actor (who declined), users (the caller), video
+CALL_BUSY = "call_busy"              # actor, users (who was in another call), video
+GROUP_CALL_STARTED = "group_call_started"  # actor
 
 EVENTS = (GROUP_CREATED, OPEN_CREATED, MEMBER_JOINED, MEMBERS_INVITED, CHAT_RENAMED, MEMBER_LEFT,
-          MEMBER_REMOVED, E2EE_ENABLED)
+          MEMBER_REMOVED, CALL_ENDED, CALL_MISSED, CALL_DECLINED, CALL_BUSY, GROUP_CALL_STARTED,
+          E2EE_ENABLED)
 
 
 def person(user_id: int, name: str) -> dict[str, Any]:
@@ -27,13 +34,25 @@ def person(user_id: int, name: str) -> dict[str, Any]:
 
 
 def event(key: str, actor: dict[str, Any], *, title: str | None = None,
-          users: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          users: list[dict[str, Any]] | None = None, video: bool | None = None,
+          duration_s: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"event": key, "actor": actor}
     if title is not None:
         out["title"] = title
     if users is not None:
         out["users"] = users
+    if video is not None:
+        out["video"] = video
+    if duration_s is not None:
+        out["duration_s"] = duration_s
     return out
+
+
+def duration(seconds: int) -> str:
+    """1:05, 12:00, 1:02:03: a call's length as phones show it."""
+    h, rest = divmod(max(0, int(seconds)), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _names(people: list[dict[str, Any]]) -> str:
@@ -52,6 +71,11 @@ _ENGLISH = {
     MEMBER_LEFT: "{actor} left",
     MEMBER_REMOVED: "{actor} removed {users}",
     E2EE_ENABLED: "Messages in this chat are now end-to-end encrypted",
+    CALL_ENDED: "{call} {duration}",
+    CALL_MISSED: "Missed {call_lower} from {actor}",
+    CALL_DECLINED: "{actor} declined the {call_lower}",
+    CALL_BUSY: "{users} was on another call",
+    GROUP_CALL_STARTED: "{actor} started a group call",
 }
 
 
@@ -60,5 +84,7 @@ def describe(system: dict[str, Any], fallback: str = "") -> str:
     template = _ENGLISH.get(str(system.get("event")))
     if template is None:
         return fallback
+    call = "Video call" if system.get("video") else "Voice call"
     return template.format(actor=str((system.get("actor") or {}).get("name", "someone")),
-                           title=str(system.get("title", "")), users=_names(list(system.get("users") or [])))
+                           title=str(system.get("title", "")), users=_names(list(system.get("users") or [])),
+                           call=call, call_lower=call.lower(), duration=duration(int(system.get("duration_s") or 0)))

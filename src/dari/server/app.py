@@ -83,6 +83,7 @@ def build_state(settings: Settings) -> ServerState:
     def device_presence(uid: int, did: int, is_online: bool) -> None:
         if not is_online:
             services.accounts.mark_seen(did)    # "last seen" is when it left, not when it came
+            services.calls.device_offline(uid, did)
         # The account's device lists show "online" live; deferred so a session being opened gets
         # its session.open answer first.
         asyncio.get_running_loop().call_soon(bus.ephemeral, [uid], "device.presence",

@@ -12,6 +12,7 @@ from dari.config import Settings
 from dari.protocol import methods as m
 from dari.protocol.errors import DariError, ErrorCode
 from dari.services.accounts import Accounts
+from dari.services.calls import Calls
 from dari.services.chats import Chats
 from dari.services.content import ContentServices
 from dari.services.core import Caller, Core
@@ -88,6 +89,8 @@ class Services:
         })
         self.content = ContentServices(self.core)
         self.handlers.update(self.content.handlers())
+        self.calls = Calls(self.core)
+        self.handlers.update(self.calls.handlers())
         missing = set(m.METHODS) - set(self.handlers) - {"session.open"}
         assert not missing, f"methods without a handler: {missing}"
 
@@ -114,6 +117,7 @@ class Services:
         self.core.cluster_id = await self.core.db.write(load_or_create("cluster_id", lambda: secrets.token_hex(8)))
 
     async def close(self) -> None:
+        await self.calls.close()
         await self.accounts.close()   # pending devices.last_seen_at
         await self.core.db.close()
 

@@ -224,6 +224,33 @@ _SEARCH_MEDIA = {
     f" WHERE kind IN {_MEDIA_KINDS} AND unsent = 0 AND attachment IS NOT NULL;"
     " CREATE INDEX messages_extra_trgm ON messages USING gin (search_extra gin_trgm_ops)",
 }
+# Calls (issue 12): who called whom in which chat, and each person's part in it. State lives here,
+# not in one process's memory, so any server process (--workers, several nodes) can answer.
+_CALLS = """
+CREATE TABLE calls (
+  id {pk},
+  chat_id {big} NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+  caller_id {big} NOT NULL,
+  video INTEGER NOT NULL DEFAULT 0,
+  grp INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL,
+  created_at {big} NOT NULL,
+  ring_until {big} NOT NULL,
+  answered_at {big},
+  ended_at {big},
+  end_reason TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX calls_live ON calls (state, ring_until);
+CREATE TABLE call_members (
+  call_id {big} NOT NULL REFERENCES calls (id) ON DELETE CASCADE,
+  user_id {big} NOT NULL,
+  device_id {big},
+  state TEXT NOT NULL,
+  joined_at {big},
+  PRIMARY KEY (call_id, user_id)
+);
+CREATE INDEX call_members_user ON call_members (user_id, state)
+"""
 
 MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
     (1, "initial schema", {d: _V1.format(**w) for d, w in _WORDS.items()}),
@@ -245,6 +272,7 @@ MIGRATIONS: list[tuple[int, str, dict[str, str]]] = [
      {d: cs.BOARD_RIGHTS.format(**w) for d, w in _WORDS.items()}),
     (20, "end-to-end encryption: device keys, one-time keys, the to-device queue, encrypted chats",
      {d: e2ee_schema.E2EE.format(**w) for d, w in _WORDS.items()}),
+    (21, "voice and video calls", {d: _CALLS.format(**w) for d, w in _WORDS.items()}),
 ]
 
 

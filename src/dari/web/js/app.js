@@ -1,6 +1,7 @@
 // dari web client: boot, sign-in, the chat list, friends, settings, live events, notifications.
 
 import { Boards } from "./boards.js";
+import { Calls } from "./calls.js";
 import { ChatView } from "./chat.js";
 import { Devices, phoneRegion } from "./devices.js";
 import { Invites } from "./invites.js";
@@ -55,6 +56,8 @@ class App {
     this.media.bindComposer();
     this.voice = new VoiceRecorder(this);
     this.voice.bind();
+    this.calls = new Calls(this);
+    this.calls.bind();
     this.stickers.bind();
     this.bindSession();
     this.diag = new DiagPanel(this.session); // why the connection fails, and what the page does about it
@@ -92,6 +95,7 @@ class App {
       this.writeCacheUser(ev.detail.user);
       if (ev.detail.first || !this.loaded) await this.loadAll();
       else this.chat.resumeCurrent();
+      this.calls.resume();
       if (!this.serverInfo) this.fetchServerInfo();
     });
     s.addEventListener("resync", () => { this.loaded = false; });
@@ -456,6 +460,10 @@ class App {
         if (this.chat.chatId !== null) this.chat.renderHeader();
         break;
       }
+      case "call.ringing": case "call.accepted": case "call.answered_elsewhere": case "call.signal":
+      case "call.left": case "call.missed": case "call.declined": case "call.ended":
+        this.calls.onEvent(name, p);
+        break;
       case "device.revoked": case "device.added": case "device.renamed": case "device.presence":
         this.devices.onEvent(name, p);
         break;

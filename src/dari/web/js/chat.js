@@ -274,6 +274,7 @@ export class ChatView {
     lock.disabled = !e2ee || kind === "open";
     lock.textContent = e2ee ? `🔒 ${t("e2ee.on")}` : t("e2ee.off");
     lock.title = e2ee ? t("e2ee.safety_open") : t("e2ee.off_why");
+    this.app.calls?.renderButtons(kind);
   }
 
   // -- rendering --------------------------------------------------------------------------

@@ -5,7 +5,10 @@
 import { language, t } from "./i18n.js";
 
 const EVENTS = new Set(["group_created", "open_created", "member_joined", "members_invited", "chat_renamed",
-  "member_left", "member_removed", "e2ee_enabled"]);
+  "member_left", "member_removed", "call_ended", "call_missed", "call_declined", "call_busy", "group_call_started",
+  "e2ee_enabled"]);
+// Calls have a voice and a video wording: "system.call_missed" and "system.call_missed_video".
+const CALLS = new Set(["call_ended", "call_missed", "call_declined", "call_busy"]);
 
 function person(p) {
   return t("system.person", { name: p?.name || "?" });
@@ -20,10 +23,20 @@ function people(list) {
   }
 }
 
+// 1:05, 12:00, 1:02:03, as phones show a call's length (system_events.duration on the server).
+function callLength(seconds) {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = String(seconds % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
 export function systemText(msg) {
   const s = msg.system;
   if (!s || !EVENTS.has(s.event)) return msg.text || "";
-  return t(`system.${s.event}`, { actor: person(s.actor), title: s.title ?? "", users: people(s.users) });
+  const key = CALLS.has(s.event) && s.video ? `system.${s.event}_video` : `system.${s.event}`;
+  return t(key, { actor: person(s.actor), title: s.title ?? "", users: people(s.users),
+    duration: callLength(s.duration_s || 0) });
 }
 
 // The server's placeholders for a person who is gone: a 1:1 chat's title once the other person's
