@@ -13,12 +13,11 @@ import collections
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from dari.client.e2ee.codec import b64d, b64e, canonical
-from dari.client.e2ee.keys import Device, MasterKey, device_statement, safety_number, safety_qr, verify, verify_bundle
+from dari.client import e2ee_link
+from dari.client.e2ee.keys import Device, MasterKey, safety_number, safety_qr, verify_bundle
 from dari.client.e2ee.machine import UNKNOWN_SESSION, E2EEError, Machine
 from dari.client.e2ee.store import CryptoStore
 from dari.protocol.errors import DariError, ErrorCode
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dari.e2ee")
 INTERNAL_EVENTS = {"keys.changed", "keys.low", "todevice.pending"}
 NOTICE = "🔒 This message could not be decrypted"
-LINK_PART = 48 * 1024
-LINK_APPROVAL_S = 15 * 60
 MAX_WAITING = 5000
 TODEVICE_BATCH = 200
 
@@ -470,84 +467,18 @@ class E2EE:
         elif plain["type"] == "link_transfer" and uid == m.user_id:
             await self._on_link_transfer(did, content)
 
-    # -- device link -----------------------------------------------------------------------
+    # -- device link (e2ee_link.py) ---------------------------------------------------------
     def approved(self, device_id: int) -> None:
-        """device.link_approve went through: that device may ask us for the master key."""
-        if self.store is None:
-            return
-        table = json.loads(self.store.get("link_approved") or "{}")
-        now = time.time()
-        table = {k: v for k, v in table.items() if now - v < LINK_APPROVAL_S}
-        table[str(device_id)] = now
-        self.store.put("link_approved", json.dumps(table))
+        e2ee_link.approved(self, device_id)
 
     async def _request_link(self) -> None:
-        """A linked device without its master key: publish our keys to our own devices (in the clear:
-        they are public; the server vouches that this device sent them) with one one-time key."""
-        m = self.machine
-        assert m is not None
-        res = await self.c._plain_call("keys.query", {"user_ids": [m.user_id]})
-        targets = [int(b["device_id"]) for u in res.get("users") or [] for b in u.get("devices") or []
-                   if int(b["device_id"]) != m.device_id]
-        if not targets:
-            return
-        otk = next(iter(m.one_time_keys(0).values()))
-        stmt = device_statement(m.user_id, m.device_id, m.identity_key, m.signing_key)
-        payload = {"alg": "dari.link_request.v1", "identity_key": m.identity_key, "signing_key": m.signing_key,
-                   "one_time_key": otk, "device_signature": str(m.account.sign(stmt).to_base64())}
-        await self.c._plain_call("todevice.send", {"messages": [{"device_id": t, "payload": payload}
-                                                                for t in targets]})
+        await e2ee_link.request_link(self)
 
     async def _on_link_request(self, uid: int, did: int, p: dict[str, Any]) -> None:
-        m, store = self.machine, self.store
-        assert m is not None and store is not None
-        table = json.loads(store.get("link_approved") or "{}")
-        when = table.get(str(did))
-        if uid != m.user_id or when is None or time.time() - when > LINK_APPROVAL_S or m.master is None:
-            raise E2EEError("not_approved", f"device {did} asked for a link transfer we did not approve")
-        ik, sk = str(p["identity_key"]), str(p["signing_key"])
-        if not verify(sk, device_statement(uid, did, ik, sk), str(p["device_signature"])):
-            raise E2EEError("bad_signature", "link request signature")
-        target = Device(uid, did, ik, sk, m.master.public)
-        sessions = m.export_sessions()
-        parts: list[list[dict[str, Any]]] = [[]]
-        size = 0
-        for s in sessions:
-            n = len(canonical(s))
-            if parts[-1] and size + n > LINK_PART - 1024:
-                parts.append([])
-                size = 0
-            parts[-1].append(s)
-            size += n
-        seed = b64e(m.master.seed)
-        otk = str(p["one_time_key"])
-        for i, chunk in enumerate(parts):
-            payload = m.olm_encrypt(target, otk, "link_transfer",
-                                    {"master_seed": seed, "part": i, "parts": len(parts), "sessions": chunk})
-            await self.c._plain_call("todevice.send", {"messages": [{"device_id": did, "payload": payload}]})
-        table.pop(str(did), None)
-        store.put("link_approved", json.dumps(table))
-        self.transfers_sent.append(did)
+        await e2ee_link.on_link_request(self, uid, did, p)
 
     async def _on_link_transfer(self, sender_device: int, content: dict[str, Any]) -> None:
-        m, store = self.machine, self.store
-        assert m is not None and store is not None
-        master = MasterKey(b64d(str(content["master_seed"])))
-        current = self.devices.get(m.user_id, (None, {}))[0]
-        if current is not None and master.public != current:
-            raise E2EEError("wrong_master", "the transferred master key is not our current one")
-        parts = self._link_parts.setdefault(sender_device, {})
-        parts[int(content["part"])] = content
-        sids = m.import_sessions(list(content.get("sessions") or []))
-        if m.master is None:
-            m.set_master(master)
-        self._retry_waiting(sids)
-        if len(parts) >= int(content["parts"]) and self.awaiting_link:
-            self.awaiting_link = False
-            store.delete("awaiting_link")
-            await self._upload()
-            self.linked.set()
-            self.c._emit("e2ee.linked", {"device_id": sender_device, "sessions": len(sids)})
+        await e2ee_link.on_link_transfer(self, sender_device, content)
 
     # -- verification and search -----------------------------------------------------------
     async def safety(self, user_id: int) -> dict[str, Any]:
