@@ -1,11 +1,14 @@
 """Linking a device (docs/e2ee.md, "Linking a device"): the approving device hands the new one the
 master key and the chats' history keys.
 
-New device: no master key yet, so it asks its user's other devices with a plain
-`dari.link_request.v1` to-device payload (public keys and one one-time key). Approving device: it
-answers only a device it approved itself in the last 15 minutes, over a fresh Olm session, with
-`link_transfer` parts. New device: it checks the seed against its user's current master key,
-imports the sessions, then uploads its bundle.
+New device (linked by code, or logged in by password while its user already has a master key): no
+master key yet, so it asks its user's other devices with a plain `dari.link_request.v1` to-device
+payload (public keys and one one-time key). Existing device: it answers at once only a device it
+approved itself (device.link_approve) in the last 15 minutes; any other request from its own user is
+kept as a pending key request (event `e2ee.key_request`) until the user shares the keys with it
+(`share`) — a password alone must not be enough to obtain the master key. The answer is
+`link_transfer` parts over a fresh Olm session. New device: it checks the seed against its user's
+current master key, imports the sessions, then uploads its bundle.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
 
 LINK_PART = 48 * 1024
 LINK_APPROVAL_S = 15 * 60
+REQUEST_TTL_S = 7 * 24 * 3600     # a pending key request older than this is dropped
+MAX_REQUESTS = 20                 # pending key requests kept (one per device, newest win)
 
 
 def approved(e: E2EE, device_id: int) -> None:
@@ -54,16 +59,101 @@ async def request_link(e: E2EE) -> None:
                                                             for t in targets]})
 
 
-async def on_link_request(e: E2EE, uid: int, did: int, p: dict[str, Any]) -> None:
-    m, store = e.machine, e.store
-    assert m is not None and store is not None
-    table = json.loads(store.get("link_approved") or "{}")
-    when = table.get(str(did))
-    if uid != m.user_id or when is None or time.time() - when > LINK_APPROVAL_S or m.master is None:
-        raise E2EEError("not_approved", f"device {did} asked for a link transfer we did not approve")
+def _requests(e: E2EE) -> dict[str, dict[str, Any]]:
+    assert e.store is not None
+    table: dict[str, dict[str, Any]] = json.loads(e.store.get("key_requests") or "{}")
+    now = time.time()
+    return {k: v for k, v in table.items() if now - float(v.get("at", 0)) < REQUEST_TTL_S}
+
+
+def _save_requests(e: E2EE, table: dict[str, dict[str, Any]]) -> None:
+    assert e.store is not None
+    newest = sorted(table.items(), key=lambda kv: -float(kv[1].get("at", 0)))[:MAX_REQUESTS]
+    e.store.put("key_requests", json.dumps(dict(newest)))
+
+
+def _check_request(uid: int, did: int, p: dict[str, Any]) -> tuple[str, str]:
     ik, sk = str(p["identity_key"]), str(p["signing_key"])
     if not verify(sk, device_statement(uid, did, ik, sk), str(p["device_signature"])):
         raise E2EEError("bad_signature", "link request signature")
+    return ik, sk
+
+
+async def _current_device(e: E2EE, did: int) -> dict[str, Any] | None:
+    """`did` among our user's current devices (device.list: logged in, not revoked), else None."""
+    for d in await e.c._plain_call("device.list", {}):
+        if int(d["device_id"]) == did and not d.get("current"):
+            return dict(d)
+    return None
+
+
+async def on_link_request(e: E2EE, uid: int, did: int, p: dict[str, Any]) -> None:
+    m, store = e.machine, e.store
+    assert m is not None and store is not None
+    if uid != m.user_id or did == m.device_id:
+        raise E2EEError("not_ours", f"user {uid} asked us for our master key")
+    if m.master is None or e.awaiting_link:
+        return      # we have no (current) master key to give
+    ik, _ = _check_request(uid, did, p)
+    mine = (await e.query([uid], force=True)).get(uid, {})
+    if did in e.transfers_sent or (did in mine and mine[did].identity_key == ik):
+        return      # a repeated request from a device that has (or is getting) the keys already
+    table = json.loads(store.get("link_approved") or "{}")
+    when = table.get(str(did))
+    if when is not None and time.time() - when <= LINK_APPROVAL_S:
+        await _transfer(e, uid, did, p)
+        table.pop(str(did), None)
+        store.put("link_approved", json.dumps(table))
+        return
+    # Not approved here: the user decides (share_keys), after seeing which device asks.
+    device = await _current_device(e, did)
+    if device is None:
+        raise E2EEError("not_a_device", f"device {did} is not a current device of ours")
+    requests = _requests(e)
+    known = requests.get(str(did))
+    requests[str(did)] = {"request": {k: p[k] for k in ("identity_key", "signing_key", "one_time_key",
+                                                           "device_signature")},
+                          "name": str(device.get("name") or ""), "at": time.time()}
+    _save_requests(e, requests)
+    if known is None or known["request"]["identity_key"] != p["identity_key"]:
+        e.c._emit("e2ee.key_request", {"device_id": did, "device_name": str(device.get("name") or "")})
+
+
+async def pending_requests(e: E2EE) -> list[dict[str, Any]]:
+    """Key requests waiting for the user, from devices still logged in (device.list)."""
+    table = _requests(e)
+    current = {int(d["device_id"]) for d in await e.c._plain_call("device.list", {}) if not d.get("current")}
+    live = {k: v for k, v in table.items() if int(k) in current}
+    if len(live) != len(table):
+        _save_requests(e, live)
+    return [{"device_id": int(k), "device_name": v["name"], "requested_at": int(float(v["at"]) * 1000)}
+            for k, v in sorted(live.items(), key=lambda kv: float(kv[1]["at"]))]
+
+
+async def share(e: E2EE, did: int) -> None:
+    """The user approved device `did`'s key request: send it the master key and history keys."""
+    m = e.machine
+    assert m is not None
+    if m.master is None or e.awaiting_link:
+        raise E2EEError("awaiting_link", "this device does not hold your current encryption keys itself")
+    requests = _requests(e)
+    entry = requests.get(str(did))
+    if entry is None:
+        raise E2EEError("no_request", f"device {did} has not asked for the encryption keys")
+    if await _current_device(e, did) is None:
+        requests.pop(str(did), None)
+        _save_requests(e, requests)
+        raise E2EEError("not_a_device", f"device {did} is not a current device of your account")
+    _check_request(m.user_id, did, entry["request"])
+    await _transfer(e, m.user_id, did, entry["request"])
+    requests.pop(str(did), None)
+    _save_requests(e, requests)
+
+
+async def _transfer(e: E2EE, uid: int, did: int, p: dict[str, Any]) -> None:
+    m = e.machine
+    assert m is not None and m.master is not None
+    ik, sk = _check_request(uid, did, p)
     target = Device(uid, did, ik, sk, m.master.public)
     sessions = m.export_sessions()
     parts: list[list[dict[str, Any]]] = [[]]
@@ -81,8 +171,6 @@ async def on_link_request(e: E2EE, uid: int, did: int, p: dict[str, Any]) -> Non
         payload = m.olm_encrypt(target, otk, "link_transfer",
                                 {"master_seed": seed, "part": i, "parts": len(parts), "sessions": chunk})
         await e.c._plain_call("todevice.send", {"messages": [{"device_id": did, "payload": payload}]})
-    table.pop(str(did), None)
-    store.put("link_approved", json.dumps(table))
     e.transfers_sent.append(did)
 
 
@@ -96,8 +184,8 @@ async def on_link_transfer(e: E2EE, sender_device: int, content: dict[str, Any])
     parts = e._link_parts.setdefault(sender_device, {})
     parts[int(content["part"])] = content
     sids = m.import_sessions(list(content.get("sessions") or []))
-    if m.master is None:
-        m.set_master(master)
+    if m.master is None or (e.awaiting_link and m.master.public != master.public):
+        m.set_master(master)     # first key, or the new one after a reset on another device
     e._retry_waiting(sids)
     if len(parts) >= int(content["parts"]) and e.awaiting_link:
         e.awaiting_link = False

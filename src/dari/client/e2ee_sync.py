@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dari.e2ee")
 INTERNAL_EVENTS = {"keys.changed", "keys.low", "todevice.pending"}
+WAITING_MESSAGE = ("this device is waiting for your other device to share your encrypted chats' keys"
+                   " (approve it there: `dari device share-keys`, or Settings on the phone); if you have no"
+                   " other device any more, reset your keys (`dari account reset-keys`)")
 NOTICE = "🔒 This message could not be decrypted"
 MAX_WAITING = 5000
 TODEVICE_BATCH = 200
@@ -45,7 +48,7 @@ class E2EE:
         self.ready = asyncio.Event()                # keys are up: we can encrypt
         self.synced = asyncio.Event()               # ...and the keys queued for us are in: we can decrypt
         self.disabled: str | None = None           # why E2EE is off on this client (server without it...)
-        self.awaiting_link = False                  # linked device waiting for its master key
+        self.awaiting_link = False                  # waiting for our user's (current) master key
         self.devices: dict[int, tuple[str | None, dict[int, Device]]] = {}
         self.members: dict[int, set[int]] = {}
         self.chats: dict[int, dict[str, Any]] = {}  # chat_id -> {"e2ee": bool, "title": str}
@@ -59,11 +62,22 @@ class E2EE:
         self._gating = 0
         self._held: collections.deque[Event] = collections.deque()
         self.transfers_sent: list[int] = []
+        self._resetting = False                     # our own new master key is on its way up
 
     # -- setup -----------------------------------------------------------------------------
     @property
     def active(self) -> bool:
         return self.machine is not None and self.disabled is None
+
+    @property
+    def state(self) -> str:
+        """"off" (E2EE unavailable on this client), "starting", "ready", or "waiting_for_approval"
+        (our user has a master key this device does not hold: another device must share it)."""
+        if self.disabled is not None:
+            return "off"
+        if self.machine is None or not self.ready.is_set():
+            return "starting"
+        return "waiting_for_approval" if self.awaiting_link else "ready"
 
     async def start(self) -> None:
         """After session.open: load or create the account, upload keys, drain queued to-device."""
@@ -98,14 +112,20 @@ class E2EE:
             self.awaiting_link = self.awaiting_link or self.store.get("awaiting_link") == "1"
         m, store = self.machine, self.store
         assert store is not None
-        if self.awaiting_link and m.master is None:
+        if m.master is None and not self.awaiting_link:
+            # A new master key would make our user's other devices unverified for every contact:
+            # only the first device makes one; later ones ask a device that holds it.
+            res = await self.c._plain_call("keys.query", {"user_ids": [uid]})
+            self.awaiting_link = any(u.get("master_key") for u in res.get("users") or [])
+            if not self.awaiting_link:
+                m.set_master(MasterKey.generate())
+        if self.awaiting_link:
             store.put("awaiting_link", "1")
             await self._request_link()
         else:
-            if m.master is None:
-                # A device with nothing to link from starts a new master key: contacts see the change.
-                m.set_master(MasterKey.generate())
             await self._upload()
+            # A reset on another device while this one was away: _learn notices and says so.
+            await self.query([uid], force=True)
         self.ready.set()
         try:
             await self.drain()
@@ -343,9 +363,8 @@ class E2EE:
         m = self.machine
         if m is None or not self.active:
             raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
-        if m.master is None:
-            raise DariError(ErrorCode.UNAVAILABLE, "this device is waiting for its encryption keys from the device"
-                            " that approved it; keep that device online", {"reason": "awaiting_link"})
+        if m.master is None or self.awaiting_link:
+            raise DariError(ErrorCode.FORBIDDEN, WAITING_MESSAGE, {"reason": "awaiting_keys"})
         lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
         async with lock:
             members = await self.members_of(chat_id)
@@ -389,7 +408,9 @@ class E2EE:
                 d = verify_bundle(b, uid, master)
                 if d is not None:
                     verified[d.device_id] = d
-            if uid != self.machine.user_id:
+            if uid == self.machine.user_id:
+                self._own_master(master)
+            else:
                 pinned = self.store.contact(uid)
                 if pinned is None:
                     self.store.pin(uid, master)
@@ -399,6 +420,39 @@ class E2EE:
                         "user_id": uid, "master_key": master, "previous": pinned.master_key,
                         "was_verified": pinned.verified})
         self.devices[uid] = (master, verified)
+
+    def _own_master(self, master: str) -> None:
+        """Our user's master key on the server is not ours: another device reset it. This device is
+        no longer trusted by contacts; it says so and asks for the new key like a new device."""
+        m, store = self.machine, self.store
+        assert m is not None and store is not None
+        if m.master is None or m.master.public == master or self.awaiting_link or self._resetting:
+            return
+        self.awaiting_link = True
+        store.put("awaiting_link", "1")
+        log.warning("your end-to-end encryption keys were reset on another device")
+        self.c._emit("e2ee.own_key_reset", {"master_key": master, "previous": m.master.public})
+        self.c._background(self._request_link())
+
+    async def reset(self) -> dict[str, Any]:
+        """A new master key for our user (no other device can share the current one): contacts see
+        "security code changed" and our other devices must be approved again."""
+        m, store = self.machine, self.store
+        if not await self.wait_ready() or m is None or store is None:
+            raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
+        previous = m.master.public if m.master else None
+        self._resetting = True
+        try:
+            m.set_master(MasterKey.generate())
+            await self._upload()
+        finally:
+            self._resetting = False
+        self.awaiting_link = False
+        store.delete("awaiting_link")
+        self.devices.pop(m.user_id, None)
+        self.linked.set()
+        assert m.master is not None
+        return {"master_key": m.master.public, "previous": previous}
 
     async def _send_olm(self, devices: list[Device], kind: str, content: dict[str, Any]) -> list[Device]:
         """Olm-encrypt one content to each device (claiming one-time keys where no session exists) and
@@ -479,6 +533,20 @@ class E2EE:
 
     async def _on_link_transfer(self, sender_device: int, content: dict[str, Any]) -> None:
         await e2ee_link.on_link_transfer(self, sender_device, content)
+
+    async def key_requests(self) -> list[dict[str, Any]]:
+        if not await self.wait_ready(synced=True) or self.machine is None:
+            return []
+        return await e2ee_link.pending_requests(self)
+
+    async def share_keys(self, device_id: int) -> None:
+        if not await self.wait_ready(synced=True) or self.machine is None:
+            raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
+        try:
+            await e2ee_link.share(self, device_id)
+        except E2EEError as err:
+            raise DariError(ErrorCode.NOT_FOUND if err.reason in ("no_request", "not_a_device")
+                            else ErrorCode.FORBIDDEN, str(err), {"reason": err.reason}) from None
 
     # -- verification and search -----------------------------------------------------------
     async def safety(self, user_id: int) -> dict[str, Any]:
