@@ -430,15 +430,22 @@ class E2EE:
             return
         self.awaiting_link = True
         store.put("awaiting_link", "1")
-        log.warning("your end-to-end encryption keys were reset on another device")
+        log.info("our master key was reset on another device")
         self.c._emit("e2ee.own_key_reset", {"master_key": master, "previous": m.master.public})
-        self.c._background(self._request_link())
+        self.c._background(self._request_link_quietly())
+
+    async def _request_link_quietly(self) -> None:
+        try:
+            await self._request_link()
+        except (DariError, TimeoutError) as exc:     # asked again on the next session.open
+            log.debug("E2EE link request: %s", exc)
 
     async def reset(self) -> dict[str, Any]:
         """A new master key for our user (no other device can share the current one): contacts see
         "security code changed" and our other devices must be approved again."""
+        active = await self.wait_ready()
         m, store = self.machine, self.store
-        if not await self.wait_ready() or m is None or store is None:
+        if not active or m is None or store is None:
             raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
         previous = m.master.public if m.master else None
         self._resetting = True
