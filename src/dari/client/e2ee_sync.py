@@ -116,7 +116,13 @@ class E2EE:
             # A new master key would make our user's other devices unverified for every contact:
             # only the first device makes one; later ones ask a device that holds it.
             res = await self.c._plain_call("keys.query", {"user_ids": [uid]})
-            self.awaiting_link = any(u.get("master_key") for u in res.get("users") or [])
+            users = res.get("users") or []
+            if any(int(b["device_id"]) == did and b.get("identity_key") != m.identity_key
+                   for u in users for b in u.get("devices") or []):
+                # The same device reopened without its crypto store: its keys cannot be replaced.
+                raise DariError(ErrorCode.CONFLICT, "this device already has other encryption keys"
+                                " (its crypto store is not here)")
+            self.awaiting_link = any(u.get("master_key") for u in users)
             if not self.awaiting_link:
                 m.set_master(MasterKey.generate())
         if self.awaiting_link:
