@@ -604,7 +604,7 @@ class Client:
     async def e2ee_key_requests(self) -> list[dict[str, Any]]:
         """Our other devices waiting for this one to share the encryption keys (the event
         `e2ee.key_request {device_id, device_name}` announced each): [{device_id, device_name, requested_at}]."""
-        return await self._need_e2ee().key_requests()  # type: ignore[no-any-return]
+        return list(await self._need_e2ee().key_requests())
 
     async def share_e2ee_keys(self, device_id: int) -> None:
         """Approve a key request: send that device (a current device of ours, checked with device.list,
