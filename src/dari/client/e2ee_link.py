@@ -8,22 +8,27 @@ approved itself (device.link_approve) in the last 15 minutes; any other request 
 kept as a pending key request (event `e2ee.key_request`) until the user shares the keys with it
 (`share`) — a password alone must not be enough to obtain the master key. The answer is
 `link_transfer` parts over a fresh Olm session. New device: it checks the seed against its user's
-current master key, imports the sessions, then uploads its bundle.
+current master key, imports the sessions, then uploads its bundle. `reset` makes a new master key
+(the explicit way out when no device holds the current one); the other devices notice (`own_master`)
+and ask for the new one like a new device.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from dari.client.e2ee.codec import b64d, b64e, canonical
 from dari.client.e2ee.keys import Device, MasterKey, device_statement, verify
 from dari.client.e2ee.machine import E2EEError
+from dari.protocol.errors import DariError, ErrorCode
 
 if TYPE_CHECKING:
     from dari.client.e2ee_sync import E2EE
 
+log = logging.getLogger("dari.e2ee")
 LINK_PART = 48 * 1024
 LINK_APPROVAL_S = 15 * 60
 REQUEST_TTL_S = 7 * 24 * 3600     # a pending key request older than this is dropped
@@ -193,3 +198,46 @@ async def on_link_transfer(e: E2EE, sender_device: int, content: dict[str, Any])
         await e._upload()
         e.linked.set()
         e.c._emit("e2ee.linked", {"device_id": sender_device, "sessions": len(sids)})
+
+
+def own_master(e: E2EE, master: str) -> None:
+    """Our user's master key on the server is not ours: another device reset it. This device is no
+    longer trusted by contacts; it says so and asks for the new key like a new device."""
+    m, store = e.machine, e.store
+    assert m is not None and store is not None
+    if m.master is None or m.master.public == master or e.awaiting_link or e._resetting:
+        return
+    e.awaiting_link = True
+    store.put("awaiting_link", "1")
+    log.info("our master key was reset on another device")
+    e.c._emit("e2ee.own_key_reset", {"master_key": master, "previous": m.master.public})
+    e.c._background(_request_link_quietly(e))
+
+
+async def _request_link_quietly(e: E2EE) -> None:
+    try:
+        await request_link(e)
+    except (DariError, TimeoutError) as exc:     # asked again on the next session.open
+        log.debug("E2EE link request: %s", exc)
+
+
+async def reset(e: E2EE) -> dict[str, Any]:
+    """A new master key for our user (no other device can share the current one): contacts see
+    "security code changed" and our other devices must be approved again."""
+    active = await e.wait_ready()
+    m, store = e.machine, e.store
+    if not active or m is None or store is None:
+        raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {e.disabled}")
+    previous = m.master.public if m.master else None
+    e._resetting = True      # our own keys.changed must not read as a reset elsewhere
+    try:
+        m.set_master(MasterKey.generate())
+        await e._upload()
+    finally:
+        e._resetting = False
+    e.awaiting_link = False
+    store.delete("awaiting_link")
+    e.devices.pop(m.user_id, None)
+    e.linked.set()
+    assert m.master is not None
+    return {"master_key": m.master.public, "previous": previous}

@@ -428,44 +428,10 @@ class E2EE:
         self.devices[uid] = (master, verified)
 
     def _own_master(self, master: str) -> None:
-        """Our user's master key on the server is not ours: another device reset it. This device is
-        no longer trusted by contacts; it says so and asks for the new key like a new device."""
-        m, store = self.machine, self.store
-        assert m is not None and store is not None
-        if m.master is None or m.master.public == master or self.awaiting_link or self._resetting:
-            return
-        self.awaiting_link = True
-        store.put("awaiting_link", "1")
-        log.info("our master key was reset on another device")
-        self.c._emit("e2ee.own_key_reset", {"master_key": master, "previous": m.master.public})
-        self.c._background(self._request_link_quietly())
-
-    async def _request_link_quietly(self) -> None:
-        try:
-            await self._request_link()
-        except (DariError, TimeoutError) as exc:     # asked again on the next session.open
-            log.debug("E2EE link request: %s", exc)
+        e2ee_link.own_master(self, master)
 
     async def reset(self) -> dict[str, Any]:
-        """A new master key for our user (no other device can share the current one): contacts see
-        "security code changed" and our other devices must be approved again."""
-        active = await self.wait_ready()
-        m, store = self.machine, self.store
-        if not active or m is None or store is None:
-            raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
-        previous = m.master.public if m.master else None
-        self._resetting = True
-        try:
-            m.set_master(MasterKey.generate())
-            await self._upload()
-        finally:
-            self._resetting = False
-        self.awaiting_link = False
-        store.delete("awaiting_link")
-        self.devices.pop(m.user_id, None)
-        self.linked.set()
-        assert m.master is not None
-        return {"master_key": m.master.public, "previous": previous}
+        return await e2ee_link.reset(self)
 
     async def _send_olm(self, devices: list[Device], kind: str, content: dict[str, Any]) -> list[Device]:
         """Olm-encrypt one content to each device (claiming one-time keys where no session exists) and
@@ -564,8 +530,11 @@ class E2EE:
     # -- verification and search -----------------------------------------------------------
     async def safety(self, user_id: int) -> dict[str, Any]:
         """The safety number with a contact (12 groups of 5 digits) and the QR payload."""
+        active = await self.wait_ready()
         m = self.machine
-        if not await self.wait_ready() or m is None or m.master is None:
+        if active and m is not None and (m.master is None or self.awaiting_link):
+            raise DariError(ErrorCode.FORBIDDEN, WAITING_MESSAGE, {"reason": "awaiting_keys"})
+        if not active or m is None or m.master is None:
             raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
         await self.query([user_id], force=True)
         master = self.devices.get(user_id, (None, {}))[0]
