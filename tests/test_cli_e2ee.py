@@ -62,6 +62,7 @@ def test_cli_chats_are_encrypted_and_verify_numbers_match(dari: Run, server: Ser
     refused = dari("msg", "send", "ben", "태블릿 비밀", "--profile", "ann-tablet", ok=False)
     assert refused.returncode == 1 and "waiting for your other device to share" in refused.stderr, refused.stderr
     assert_absent(server.data_dir, "태블릿 비밀")
+    assert js(dari("status", "--profile", "ann-tablet", "--json"))["e2ee"] == "waiting_for_approval"
     assert js(dari("verify", "ann", "--profile", "ben", "--json"))["changed"] is False
     asked = js(dari("device", "requests", "--profile", "ann", "--json"))
     assert [r["device_id"] for r in asked] == [tablet]
@@ -71,6 +72,7 @@ def test_cli_chats_are_encrypted_and_verify_numbers_match(dari: Run, server: Ser
     assert f"Ann: {secret}" in dari("msg", "history", "ben", "--profile", "ann-tablet").stdout
     assert js(dari("msg", "send", "ben", "태블릿에서 안녕", "--profile", "ann-tablet", "--json"))["e2ee_status"] == "ok"
     assert "Ann: 태블릿에서 안녕" in dari("msg", "history", "ann", "--profile", "ben").stdout
+    assert js(dari("status", "--profile", "ann-tablet", "--json"))["e2ee"] == "ready"
     # With no device left, reset-keys makes a new master key: it warns, and Ben sees the change.
     assert "--yes" in dari("account", "reset-keys", "--profile", "ann-tablet", ok=False).stderr
     reset = dari("account", "reset-keys", "--yes", "--profile", "ann-tablet")

@@ -378,6 +378,9 @@ async def status(ctx: Ctx) -> int:
             server_info = await c.call("server.info")
             info["server_version"] = server_info["version"]
             info["user"] = c.user
+            if c.e2ee is not None:
+                await c.e2ee.wait_ready()
+            info["e2ee"] = c.e2ee_state     # "waiting_for_approval": another device must share the keys
     ctx.emit(info, lambda: ctx.out.print(Text("\n".join(f"{k:>15}: {clean(v)}" for k, v in info.items()
                                                         if k not in ("user",)) +
                                               (f"\n{'user':>15}: {clean(info['user']['display_name'])} "
