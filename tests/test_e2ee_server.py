@@ -20,15 +20,17 @@ from tests.test_scaleout import FAST, REDIS, require_redis
 from tests.test_storage_contract import pg_url  # noqa: F401  (fixture)
 
 
+# These tests speak the wire protocol with hand-made bundles and envelopes (tests/e2ee_util.py), so
+# the SDK's own E2EE (which would upload its real keys first) is off.
 async def _user(url: str, name: str) -> Client:
-    c = Client(url)
+    c = Client(url, e2ee=False)
     await c.signup(f"{name}_{uuid.uuid4().hex[:6]}", name.title(), PASSWORD)
     await c.wait_live()
     return c
 
 
 async def _second_device(url: str, first: Client) -> Client:
-    c = Client(url)
+    c = Client(url, e2ee=False)
     await c.login(first.user["handle"], PASSWORD, device_name="pc")
     await c.wait_live()
     return c
