@@ -84,11 +84,13 @@ export class Devices {
     const box = $("#key-requests");
     if (this.list === null || !this.session.user) return;
     let rows = [];
+    const turn = (this._requestsTurn = (this._requestsTurn || 0) + 1);
     try {
       rows = await this.app.e2ee.core.keyRequests();
     } catch (err) {
       console.warn("key requests not loaded", err);
     }
+    if (turn !== this._requestsTurn) return; // a later call read a newer list
     box.hidden = !rows.length;
     $("#key-request-list").replaceChildren(...rows.map((r) => el("li.key-request.row-between",
       { dataset: { deviceId: r.device_id } },

@@ -46,7 +46,7 @@ export class E2eeApp {
     });
     this.core.addEventListener("state", () => this.renderBanner());
     this.core.addEventListener("key_request", (ev) => this.askShare(ev.detail));
-    $("#btn-e2ee-reset").addEventListener("click", () => this.resetKeys());
+    for (const id of ["#btn-e2ee-reset", "#btn-e2ee-reset-settings"]) $(id).addEventListener("click", () => this.resetKeys());
   }
 
   deviceName(deviceId) {
