@@ -79,8 +79,8 @@ def test_two_people_two_devices_chat_with_unread_counters(dari: Run, server: Ser
     assert json.loads((dari.home / "alice" / "profile.json").read_text())["server"] == server.url  # type: ignore
 
     # A second profile is a second device of the same account (the PC next to the phone), linked from
-    # the first so it carries the same end-to-end encryption master key (docs/e2ee.md: a password login
-    # would make a new one, and the phone would become an unverified device for Alice's contacts).
+    # the first so it carries the same end-to-end encryption master key at once (docs/e2ee.md: a password
+    # login would wait until the first device shares the keys with `dari device share-keys`).
     pc = link_device(dari, server, "alice", "alice-pc", "PC")
     assert pc["user"]["user_id"] == alice["user"]["user_id"] and pc["keys"] is True
     devices = js(dari("device", "list", "--profile", "alice", "--json"))

@@ -55,13 +55,35 @@ def test_cli_chats_are_encrypted_and_verify_numbers_match(dari: Run, server: Ser
     shown = dari("msg", "history", "ann", "--profile", "ben").stdout
     assert f"#{victim['seq']}" in shown and "🔒 This message could not be decrypted (tampered)" in shown, shown
     assert "변조됩니다" not in shown
-    # A password login on another device makes a new master key: it says so, and Ben sees the change.
-    login = dari("account", "login", "ann", "--server", server.url, "--profile", "ann-tablet")
-    assert "security code changed" in login.stderr, login.stderr
+    # A password login on another device does not make a new master key: it waits for Ann's device.
+    login = dari("account", "login", "ann", "--server", server.url, "--profile", "ann-tablet", "--json")
+    tablet = js(login)["device_id"]
+    assert f"dari device share-keys {tablet}" in login.stderr and "reset-keys" in login.stderr, login.stderr
+    refused = dari("msg", "send", "ben", "태블릿 비밀", "--profile", "ann-tablet", ok=False)
+    assert refused.returncode == 1 and "waiting for your other device to share" in refused.stderr, refused.stderr
+    assert_absent(server.data_dir, "태블릿 비밀")
+    assert js(dari("status", "--profile", "ann-tablet", "--json"))["e2ee"] == "waiting_for_approval"
+    assert js(dari("verify", "ann", "--profile", "ben", "--json"))["changed"] is False
+    asked = js(dari("device", "requests", "--profile", "ann", "--json"))
+    assert [r["device_id"] for r in asked] == [tablet]
+    # Nothing is shared before Ann says so; then the tablet reads the history and sends.
+    shared = dari("device", "share-keys", str(tablet), "--profile", "ann")
+    assert "shared with device" in shared.stdout, shared.stdout + shared.stderr
+    assert f"Ann: {secret}" in dari("msg", "history", "ben", "--profile", "ann-tablet").stdout
+    assert js(dari("msg", "send", "ben", "태블릿에서 안녕", "--profile", "ann-tablet", "--json"))["e2ee_status"] == "ok"
+    assert "Ann: 태블릿에서 안녕" in dari("msg", "history", "ann", "--profile", "ben").stdout
+    assert js(dari("status", "--profile", "ann-tablet", "--json"))["e2ee"] == "ready"
+    # With no device left, reset-keys makes a new master key: it warns, and Ben sees the change.
+    assert "--yes" in dari("account", "reset-keys", "--profile", "ann-tablet", ok=False).stderr
+    reset = dari("account", "reset-keys", "--yes", "--profile", "ann-tablet")
+    assert "security code changed" in reset.stderr, reset.stderr
     changed = js(dari("verify", "ann", "--profile", "ben", "--json"))
     assert changed["changed"] is True and changed["verified"] is False
     assert changed["safety_number"] != b["safety_number"]
     assert "CHANGED" in dari("verify", "ann", "--profile", "ben").stdout
+    # Ann's first device is told instead of failing silently.
+    told = dari("device", "list", "--profile", "ann")
+    assert "your encryption keys were reset on another of your devices" in told.stderr, told.stderr
     # Logging out ends the device: its keys and its index of decrypted messages leave the disk too.
     home = dari.home / "ben"  # type: ignore[attr-defined]
     assert list(home.glob("crypto-*.db"))

@@ -133,7 +133,7 @@ async def _link(server: ServerProcess, existing: Client, device_name: str = "pc"
     return new
 
 
-async def test_linked_device_reads_history_and_a_password_device_changes_the_security_code(
+async def test_linked_device_reads_history_and_a_key_reset_changes_the_security_code(
         make_user, server: ServerProcess) -> None:
     alice, bob = await make_user("alice"), await make_user("bob")
     chat = await alice.open_direct(uid(bob))
@@ -152,10 +152,14 @@ async def test_linked_device_reads_history_and_a_password_device_changes_the_sec
         await alice.send_message(cid, "after the link")
         assert (await next_message(bob_pc, cid))["text"] == "after the link"
         assert (await alice.safety_number(uid(bob)))["changed"] is False
-        # A password login has nothing to link from: a new master key, and contacts are told.
+        # A password login with no device to share the keys waits; an explicit reset makes a new
+        # master key, and contacts are told.
         bob_new = Client(server.url)
         try:
             await bob_new.login(str(bob.user["handle"]), PASSWORD, device_name="new phone")  # type: ignore[index]
+            await bob_new.wait_live()
+            assert bob_new.e2ee_state == "waiting_for_approval"
+            await bob_new.reset_e2ee()
             ev = await alice.next_event("e2ee.key_changed", timeout=15)
             assert ev.payload["user_id"] == uid(bob) and ev.payload["previous"] != ev.payload["master_key"]
             info = await alice.safety_number(uid(bob))

@@ -171,6 +171,12 @@ async def msg_send(ctx: Ctx) -> int:
             raise DariError(ErrorCode.LIMIT_EXCEEDED, f"message is {len(text)} characters; the limit is {limit}")
         chat_id = await chat_ref(ctx, a.chat, create_direct=True)
         mentions = await _user_ids(ctx, a.mention or [])
+        if c.e2ee is not None and await c.e2ee.wait_ready() and c.e2ee_state == "waiting_for_approval" \
+                and await c.e2ee.chat_is_e2ee(chat_id):
+            from dari.client.e2ee_sync import WAITING_MESSAGE
+
+            # Refused before queueing: the keys may take days, and the text must not wait in plaintext.
+            raise DariError(ErrorCode.FORBIDDEN, WAITING_MESSAGE, {"reason": "awaiting_keys"})
     elif a.chat.isdigit() or known_direct(ctx, a.chat) is not None:
         # Offline: a chat id, or a handle whose 1:1 chat this profile has seen, is enough to queue (G7).
         chat_id, mentions = int(a.chat) if a.chat.isdigit() else known_direct(ctx, a.chat) or 0, []

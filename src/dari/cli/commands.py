@@ -60,14 +60,12 @@ async def _log_in(ctx: Ctx, signup: bool) -> int:
                              region=a.region, device_kind="cli")
     else:
         res = await c.login(handle, password, device_name=device, device_kind="cli")
-    if c.e2ee is not None and await c.e2ee.wait_ready():   # this device's keys are up before we end
-        mine = await c.call("keys.query", user_ids=[res["user"]["user_id"]])
-        others = [d for u in mine.get("users", []) for d in u.get("devices", []) if d["device_id"] != res["device_id"]]
-        if not signup and others:
-            ctx.err.print("note: a password login makes a new end-to-end encryption key for your account: your"
-                          " contacts see that your security code changed, and your other devices can no longer"
-                          " read or send encrypted messages until linked again. Next time add a device with"
-                          " `dari account link` (approved from a logged-in one).", markup=False)
+    if c.e2ee is not None and await c.e2ee.wait_ready() and c.e2ee_state == "waiting_for_approval":
+        ctx.err.print("note: your account's encrypted chats are locked on this device until one of your other"
+                      " devices shares the keys: there, run `dari device requests` and `dari device share-keys"
+                      f" {res['device_id']}` (or approve it on your phone). Plaintext chats work meanwhile. No"
+                      " other device left? `dari account reset-keys` (your contacts then see a security code"
+                      " change).", markup=False)
     prof.adopt(res, device)
     prof.cursor = c.cursor   # `dari watch` starts from the moment of login
     prof.save()
@@ -110,6 +108,24 @@ async def link(ctx: Ctx) -> int:
     ctx.emit({"user": res["user"], "device_id": res["device_id"], "profile": prof.name, "keys": keys},
              lambda: ctx.out.print(Text(f"linked as {clean(res['user']['display_name'])} (@{res['user']['handle']}),"
                                         f" device {res['device_id']} ({device}), profile {prof.name}")))
+    return 0
+
+
+async def reset_keys(ctx: Ctx) -> int:
+    """A new end-to-end encryption master key for the account, for when no device holding the
+    current one is left (a lost phone)."""
+    warning = ("this makes a new encryption key for your account: your contacts see that your security code"
+               " changed, your other devices can no longer read or send encrypted messages until you share"
+               " the new keys with them (`dari device share-keys` here), and this device cannot read older"
+               " encrypted messages it never had the keys for")
+    if not ctx.args.yes:
+        ctx.err.print(f"{warning}. Run again with --yes to do it.", markup=False)
+        return 1
+    c = await ctx.connect()
+    res = await c.reset_e2ee()
+    ctx.err.print(f"warning: {warning}.", markup=False)
+    ctx.emit(res, lambda: ctx.out.print("new encryption key made: your contacts' chats show that your security"
+                                        " code changed", markup=False))
     return 0
 
 
@@ -223,6 +239,34 @@ async def device_approve(ctx: Ctx) -> None:
     ctx.out.print("encryption keys and chat history handed over", markup=False)
 
 
+async def device_requests(ctx: Ctx) -> None:
+    """Your devices asking this one for the encryption keys (a password login on a new device)."""
+    c = await ctx.connect()
+    reqs = await c.e2ee_key_requests() if c.e2ee is not None else []
+    ctx.emit(reqs, lambda: ctx.out.print(simple_table(
+        ["id", "name", "asked"], [[r["device_id"], r["device_name"], when(r["requested_at"])] for r in reqs])
+        if reqs else "no device is waiting for your encryption keys"))
+
+
+async def device_share_keys(ctx: Ctx) -> None:
+    """Share the master key and the chats' history keys with one of your devices that asked for them."""
+    c = await ctx.connect()
+    reqs = await c.e2ee_key_requests() if c.e2ee is not None else []
+    ref = str(ctx.args.device).strip()
+    found = [r for r in reqs if str(r["device_id"]) == ref] or [r for r in reqs if r["device_name"] == ref]
+    if not found:
+        raise DariError(ErrorCode.NOT_FOUND, f"no device {ref!r} is waiting for your encryption keys"
+                        " (see `dari device requests`; the device asks again when it next connects)")
+    if len(found) > 1:
+        raise DariError(ErrorCode.CONFLICT, f"several devices are named {ref!r}: use the id"
+                        f" ({', '.join(str(r['device_id']) for r in found)})")
+    r = found[0]
+    await c.share_e2ee_keys(int(r["device_id"]))
+    ctx.emit({"device_id": r["device_id"], "device_name": r["device_name"], "shared": True},
+             lambda: ctx.out.print(Text(f"encryption keys and chat history shared with device {r['device_id']}"
+                                        f" ({clean(r['device_name'])})")))
+
+
 # -- friends -------------------------------------------------------------------------------------
 def _friend_rows(friends: list[dict[str, Any]]) -> list[list[object]]:
     rows: list[list[object]] = []
@@ -334,6 +378,9 @@ async def status(ctx: Ctx) -> int:
             server_info = await c.call("server.info")
             info["server_version"] = server_info["version"]
             info["user"] = c.user
+            if c.e2ee is not None:
+                await c.e2ee.wait_ready()
+            info["e2ee"] = c.e2ee_state     # "waiting_for_approval": another device must share the keys
     ctx.emit(info, lambda: ctx.out.print(Text("\n".join(f"{k:>15}: {clean(v)}" for k, v in info.items()
                                                         if k not in ("user",)) +
                                               (f"\n{'user':>15}: {clean(info['user']['display_name'])} "
@@ -427,6 +474,9 @@ def register(sub: Any) -> None:
     p = leaf(acc, "link", link, "log this profile in as a new device by a code approved on another device")
     p.add_argument("--device", help="device name (default cli@HOSTNAME)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the approval and the keys")
+    p = leaf(acc, "reset-keys", reset_keys, "make a new encryption key when none of your other devices is left"
+             " (contacts see a security code change)")
+    p.add_argument("--yes", action="store_true", help="yes, make a new key")
     leaf(acc, "logout", logout, "log this device out")
     leaf(acc, "me", me, "your profile")
     p = leaf(acc, "profile", profile_cmd, "show or change display name and status message")
@@ -452,6 +502,10 @@ def register(sub: Any) -> None:
     p.add_argument("code", metavar="CODE")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait to hand over the encryption keys")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the new device")
+    leaf(dev, "requests", device_requests, "your devices waiting for this one to share the encryption keys")
+    p = leaf(dev, "share-keys", device_share_keys, "give one of your devices that asked the encryption keys and"
+             " chat history (check it is yours first: `dari device list`)")
+    p.add_argument("device", metavar="ID|NAME")
 
     fr = sub.add_parser("friend", help="friends and blocks").add_subparsers(dest="sub", required=True)
     leaf(fr, "add", invite_cmd.friend_add, "add a friend by handle, invite link or invite code").add_argument(

@@ -180,6 +180,13 @@ def event_line(name: str, payload: Any) -> Text:
     if name == "e2ee.key_changed":
         return Text(f"user {p.get('user_id')}'s security code changed: compare safety numbers again"
                     f" (dari verify #{p.get('user_id')})", style="bold yellow")
+    if name == "e2ee.key_request":
+        return Text(f"your device {p.get('device_id')} ({clean(p.get('device_name'))}) asks for your encryption"
+                    f" keys: if it is yours, dari device share-keys {p.get('device_id')}", style="bold yellow")
+    if name == "e2ee.own_key_reset":
+        return Text("your encryption keys were reset on another of your devices: this device cannot send"
+                    " encrypted messages until that device shares the new keys (dari device share-keys there)",
+                    style="bold red")
     if name == "friend.added_you":
         user = p.get("user", {})
         return Text(f"{clean(user.get('display_name'))} (@{clean(user.get('handle'))}) added you as a friend")

@@ -127,12 +127,25 @@ async def _finish(ctx: Ctx, c: Client) -> None:
                 await c.flush_outbox(FLUSH_TIMEOUT)
             except TimeoutError:
                 pass
-        report_outbox_events(ctx, c.drain_events())
+        if c.e2ee is not None and c.state == "online" and c.token:
+            await c.e2ee.wait_ready()     # a key request or a reset elsewhere is noticed at start-up
+        events = c.drain_events()
+        report_outbox_events(ctx, events)
+        report_e2ee_events(ctx, events)
         if c.outbox is not None and len(c.outbox):
             ctx.err.print(f"note: {len(c.outbox)} message(s) queued in the outbox; they are sent on the next"
                           " run or by `dari outbox flush`", markup=False)
     finally:
         await c.close()
+
+
+def report_e2ee_events(ctx: Ctx, events: list[Event]) -> None:
+    """What needs the user's attention even when the command was about something else."""
+    from dari.cli.render import event_line
+
+    for ev in events:
+        if ev.name in ("e2ee.key_request", "e2ee.own_key_reset"):
+            ctx.err.print(event_line(ev.name, ev.payload))
 
 
 def report_outbox_events(ctx: Ctx, events: list[Event], skip: set[str] | None = None) -> None:

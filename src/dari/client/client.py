@@ -595,6 +595,27 @@ class Client:
         """Mark a contact verified (after comparing safety numbers): pins their master key."""
         return dict(await self._need_e2ee().mark_verified(user_id))
 
+    @property
+    def e2ee_state(self) -> str:
+        """"ready", "waiting_for_approval" (another of our devices must share the keys: until then
+        plaintext chats work and sending into encrypted ones is refused), "starting", or "off"."""
+        return "off" if self.e2ee is None else self.e2ee.state
+
+    async def e2ee_key_requests(self) -> list[dict[str, Any]]:
+        """Our other devices waiting for this one to share the encryption keys (the event
+        `e2ee.key_request {device_id, device_name}` announced each): [{device_id, device_name, requested_at}]."""
+        return list(await self._need_e2ee().key_requests())
+
+    async def share_e2ee_keys(self, device_id: int) -> None:
+        """Approve a key request: send that device (a current device of ours, checked with device.list,
+        its request signature checked) our master key and the chats' history keys."""
+        await self._need_e2ee().share_keys(device_id)
+
+    async def reset_e2ee(self) -> dict[str, Any]:
+        """A new master key for the account, when no device holding the current one is left: contacts
+        see "security code changed" and the other devices must be approved again. {master_key, previous}"""
+        return dict(await self._need_e2ee().reset())
+
     async def link_start(self, device_name: str = "sdk", device_kind: str | None = None) -> dict[str, Any]:
         """New device: a code to approve from a logged-in device (device.link_approve)."""
         return dict(await self.call("device.link_start", device_name=device_name, device_kind=device_kind))

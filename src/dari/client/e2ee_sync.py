@@ -13,12 +13,11 @@ import collections
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from dari.client.e2ee.codec import b64d, b64e, canonical
-from dari.client.e2ee.keys import Device, MasterKey, device_statement, safety_number, safety_qr, verify, verify_bundle
+from dari.client import e2ee_link
+from dari.client.e2ee.keys import Device, MasterKey, safety_number, safety_qr, verify_bundle
 from dari.client.e2ee.machine import UNKNOWN_SESSION, E2EEError, Machine
 from dari.client.e2ee.store import CryptoStore
 from dari.protocol.errors import DariError, ErrorCode
@@ -28,9 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dari.e2ee")
 INTERNAL_EVENTS = {"keys.changed", "keys.low", "todevice.pending"}
+WAITING_MESSAGE = ("this device is waiting for your other device to share your encrypted chats' keys"
+                   " (approve it there: `dari device share-keys`, or Settings on the phone); if you have no"
+                   " other device any more, reset your keys (`dari account reset-keys`)")
 NOTICE = "🔒 This message could not be decrypted"
-LINK_PART = 48 * 1024
-LINK_APPROVAL_S = 15 * 60
 MAX_WAITING = 5000
 TODEVICE_BATCH = 200
 
@@ -48,7 +48,7 @@ class E2EE:
         self.ready = asyncio.Event()                # keys are up: we can encrypt
         self.synced = asyncio.Event()               # ...and the keys queued for us are in: we can decrypt
         self.disabled: str | None = None           # why E2EE is off on this client (server without it...)
-        self.awaiting_link = False                  # linked device waiting for its master key
+        self.awaiting_link = False                  # waiting for our user's (current) master key
         self.devices: dict[int, tuple[str | None, dict[int, Device]]] = {}
         self.members: dict[int, set[int]] = {}
         self.chats: dict[int, dict[str, Any]] = {}  # chat_id -> {"e2ee": bool, "title": str}
@@ -62,11 +62,22 @@ class E2EE:
         self._gating = 0
         self._held: collections.deque[Event] = collections.deque()
         self.transfers_sent: list[int] = []
+        self._resetting = False                     # our own new master key is on its way up
 
     # -- setup -----------------------------------------------------------------------------
     @property
     def active(self) -> bool:
         return self.machine is not None and self.disabled is None
+
+    @property
+    def state(self) -> str:
+        """"off" (E2EE unavailable on this client), "starting", "ready", or "waiting_for_approval"
+        (our user has a master key this device does not hold: another device must share it)."""
+        if self.disabled is not None:
+            return "off"
+        if self.machine is None or not self.ready.is_set():
+            return "starting"
+        return "waiting_for_approval" if self.awaiting_link else "ready"
 
     async def start(self) -> None:
         """After session.open: load or create the account, upload keys, drain queued to-device."""
@@ -101,14 +112,26 @@ class E2EE:
             self.awaiting_link = self.awaiting_link or self.store.get("awaiting_link") == "1"
         m, store = self.machine, self.store
         assert store is not None
-        if self.awaiting_link and m.master is None:
+        if m.master is None and not self.awaiting_link:
+            # A new master key would make our user's other devices unverified for every contact:
+            # only the first device makes one; later ones ask a device that holds it.
+            res = await self.c._plain_call("keys.query", {"user_ids": [uid]})
+            users = res.get("users") or []
+            if any(int(b["device_id"]) == did and b.get("identity_key") != m.identity_key
+                   for u in users for b in u.get("devices") or []):
+                # The same device reopened without its crypto store: its keys cannot be replaced.
+                raise DariError(ErrorCode.CONFLICT, "this device already has other encryption keys"
+                                " (its crypto store is not here)")
+            self.awaiting_link = any(u.get("master_key") for u in users)
+            if not self.awaiting_link:
+                m.set_master(MasterKey.generate())
+        if self.awaiting_link:
             store.put("awaiting_link", "1")
             await self._request_link()
         else:
-            if m.master is None:
-                # A device with nothing to link from starts a new master key: contacts see the change.
-                m.set_master(MasterKey.generate())
             await self._upload()
+            # A reset on another device while this one was away: _learn notices and says so.
+            await self.query([uid], force=True)
         self.ready.set()
         try:
             await self.drain()
@@ -346,9 +369,8 @@ class E2EE:
         m = self.machine
         if m is None or not self.active:
             raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
-        if m.master is None:
-            raise DariError(ErrorCode.UNAVAILABLE, "this device is waiting for its encryption keys from the device"
-                            " that approved it; keep that device online", {"reason": "awaiting_link"})
+        if m.master is None or self.awaiting_link:
+            raise DariError(ErrorCode.FORBIDDEN, WAITING_MESSAGE, {"reason": "awaiting_keys"})
         lock = self._chat_locks.setdefault(chat_id, asyncio.Lock())
         async with lock:
             members = await self.members_of(chat_id)
@@ -392,7 +414,9 @@ class E2EE:
                 d = verify_bundle(b, uid, master)
                 if d is not None:
                     verified[d.device_id] = d
-            if uid != self.machine.user_id:
+            if uid == self.machine.user_id:
+                self._own_master(master)
+            else:
                 pinned = self.store.contact(uid)
                 if pinned is None:
                     self.store.pin(uid, master)
@@ -402,6 +426,12 @@ class E2EE:
                         "user_id": uid, "master_key": master, "previous": pinned.master_key,
                         "was_verified": pinned.verified})
         self.devices[uid] = (master, verified)
+
+    def _own_master(self, master: str) -> None:
+        e2ee_link.own_master(self, master)
+
+    async def reset(self) -> dict[str, Any]:
+        return await e2ee_link.reset(self)
 
     async def _send_olm(self, devices: list[Device], kind: str, content: dict[str, Any]) -> list[Device]:
         """Olm-encrypt one content to each device (claiming one-time keys where no session exists) and
@@ -470,90 +500,41 @@ class E2EE:
         elif plain["type"] == "link_transfer" and uid == m.user_id:
             await self._on_link_transfer(did, content)
 
-    # -- device link -----------------------------------------------------------------------
+    # -- device link (e2ee_link.py) ---------------------------------------------------------
     def approved(self, device_id: int) -> None:
-        """device.link_approve went through: that device may ask us for the master key."""
-        if self.store is None:
-            return
-        table = json.loads(self.store.get("link_approved") or "{}")
-        now = time.time()
-        table = {k: v for k, v in table.items() if now - v < LINK_APPROVAL_S}
-        table[str(device_id)] = now
-        self.store.put("link_approved", json.dumps(table))
+        e2ee_link.approved(self, device_id)
 
     async def _request_link(self) -> None:
-        """A linked device without its master key: publish our keys to our own devices (in the clear:
-        they are public; the server vouches that this device sent them) with one one-time key."""
-        m = self.machine
-        assert m is not None
-        res = await self.c._plain_call("keys.query", {"user_ids": [m.user_id]})
-        targets = [int(b["device_id"]) for u in res.get("users") or [] for b in u.get("devices") or []
-                   if int(b["device_id"]) != m.device_id]
-        if not targets:
-            return
-        otk = next(iter(m.one_time_keys(0).values()))
-        stmt = device_statement(m.user_id, m.device_id, m.identity_key, m.signing_key)
-        payload = {"alg": "dari.link_request.v1", "identity_key": m.identity_key, "signing_key": m.signing_key,
-                   "one_time_key": otk, "device_signature": str(m.account.sign(stmt).to_base64())}
-        await self.c._plain_call("todevice.send", {"messages": [{"device_id": t, "payload": payload}
-                                                                for t in targets]})
+        await e2ee_link.request_link(self)
 
     async def _on_link_request(self, uid: int, did: int, p: dict[str, Any]) -> None:
-        m, store = self.machine, self.store
-        assert m is not None and store is not None
-        table = json.loads(store.get("link_approved") or "{}")
-        when = table.get(str(did))
-        if uid != m.user_id or when is None or time.time() - when > LINK_APPROVAL_S or m.master is None:
-            raise E2EEError("not_approved", f"device {did} asked for a link transfer we did not approve")
-        ik, sk = str(p["identity_key"]), str(p["signing_key"])
-        if not verify(sk, device_statement(uid, did, ik, sk), str(p["device_signature"])):
-            raise E2EEError("bad_signature", "link request signature")
-        target = Device(uid, did, ik, sk, m.master.public)
-        sessions = m.export_sessions()
-        parts: list[list[dict[str, Any]]] = [[]]
-        size = 0
-        for s in sessions:
-            n = len(canonical(s))
-            if parts[-1] and size + n > LINK_PART - 1024:
-                parts.append([])
-                size = 0
-            parts[-1].append(s)
-            size += n
-        seed = b64e(m.master.seed)
-        otk = str(p["one_time_key"])
-        for i, chunk in enumerate(parts):
-            payload = m.olm_encrypt(target, otk, "link_transfer",
-                                    {"master_seed": seed, "part": i, "parts": len(parts), "sessions": chunk})
-            await self.c._plain_call("todevice.send", {"messages": [{"device_id": did, "payload": payload}]})
-        table.pop(str(did), None)
-        store.put("link_approved", json.dumps(table))
-        self.transfers_sent.append(did)
+        await e2ee_link.on_link_request(self, uid, did, p)
 
     async def _on_link_transfer(self, sender_device: int, content: dict[str, Any]) -> None:
-        m, store = self.machine, self.store
-        assert m is not None and store is not None
-        master = MasterKey(b64d(str(content["master_seed"])))
-        current = self.devices.get(m.user_id, (None, {}))[0]
-        if current is not None and master.public != current:
-            raise E2EEError("wrong_master", "the transferred master key is not our current one")
-        parts = self._link_parts.setdefault(sender_device, {})
-        parts[int(content["part"])] = content
-        sids = m.import_sessions(list(content.get("sessions") or []))
-        if m.master is None:
-            m.set_master(master)
-        self._retry_waiting(sids)
-        if len(parts) >= int(content["parts"]) and self.awaiting_link:
-            self.awaiting_link = False
-            store.delete("awaiting_link")
-            await self._upload()
-            self.linked.set()
-            self.c._emit("e2ee.linked", {"device_id": sender_device, "sessions": len(sids)})
+        await e2ee_link.on_link_transfer(self, sender_device, content)
+
+    async def key_requests(self) -> list[dict[str, Any]]:
+        if not await self.wait_ready(synced=True) or self.machine is None:
+            return []
+        return await e2ee_link.pending_requests(self)
+
+    async def share_keys(self, device_id: int) -> None:
+        if not await self.wait_ready(synced=True) or self.machine is None:
+            raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
+        try:
+            await e2ee_link.share(self, device_id)
+        except E2EEError as err:
+            raise DariError(ErrorCode.NOT_FOUND if err.reason in ("no_request", "not_a_device")
+                            else ErrorCode.FORBIDDEN, str(err), {"reason": err.reason}) from None
 
     # -- verification and search -----------------------------------------------------------
     async def safety(self, user_id: int) -> dict[str, Any]:
         """The safety number with a contact (12 groups of 5 digits) and the QR payload."""
+        active = await self.wait_ready()
         m = self.machine
-        if not await self.wait_ready() or m is None or m.master is None:
+        if active and m is not None and (m.master is None or self.awaiting_link):
+            raise DariError(ErrorCode.FORBIDDEN, WAITING_MESSAGE, {"reason": "awaiting_keys"})
+        if not active or m is None or m.master is None:
             raise DariError(ErrorCode.UNAVAILABLE, f"end-to-end encryption is not available: {self.disabled}")
         await self.query([user_id], force=True)
         master = self.devices.get(user_id, (None, {}))[0]

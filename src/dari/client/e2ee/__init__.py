@@ -6,5 +6,5 @@
     machine.py   Olm to-device payloads, Megolm envelopes, the receiver's checks
     files.py     AES-256-GCM for media, EXIF stripping
 
-The I/O glue that drives this over a Client lives in dari/client/e2ee_sync.py.
+The I/O glue that drives this over a Client lives in dari/client/e2ee_sync.py (and e2ee_link.py).
 """
