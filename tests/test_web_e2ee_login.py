@@ -132,3 +132,80 @@ async def test_a_page_is_asked_for_the_keys_and_a_reset_is_announced(server: Ser
     after = await bob.safety_number(alice_id)
     assert after["changed"] is True and after["safety_number"] != before["safety_number"]
     assert not first.errors and not second.errors  # type: ignore[attr-defined]
+
+
+async def test_a_password_login_waits_for_the_phone_which_shares_and_keeps_working(
+        server: ServerProcess, make_user: MakeUser, browser: Browser) -> None:  # noqa: F811
+    friend: Client = await make_user("friend")
+    phone: Client = await make_user("bob", device_name="phone")
+    assert friend.user is not None and phone.user is not None
+    bob_id = int(phone.user["user_id"])
+    chat_id = (await friend.open_direct(bob_id))["chat_id"]
+    await friend.send_message(chat_id, "옛날 비밀, from before the browser")
+    await sdk_message(phone, chat_id, lambda m: m["text"] == "옛날 비밀, from before the browser")
+    plain = (await friend.create_group("plain room", [bob_id], e2ee=False))["chat_id"]
+    before = await friend.safety_number(bob_id)
+
+    # Bob logs in by password in the browser: it waits for the phone; the E2EE chat refuses to send.
+    page = await password_login(browser, server.url, str(phone.user["handle"]), "office pc")
+    await expect(page.locator("#e2ee-banner")).to_contain_text(WAITING, timeout=T)
+    await expect(page.locator("#btn-e2ee-reset")).to_be_visible()
+    await chat_item(page, "Friend").click()
+    await refused(page, "보내면 안 되는 비밀")
+    # Plaintext chats work meanwhile.
+    await chat_item(page, "plain room").click()
+    await send(page, "plain hello from the browser")
+    await sdk_message(friend, plain, lambda m: m["text"] == "plain hello from the browser")
+
+    # The phone is asked, not answered for; it and the friend go on as before, same security code.
+    ev = await phone.next_event("e2ee.key_request", timeout=T / 1000)
+    page_device = int(await page.evaluate("dari.session.deviceId"))
+    assert ev.payload == {"device_id": page_device, "device_name": "office pc"}
+    assert phone.e2ee_state == "ready"
+    await friend.send_message(chat_id, "still there, phone?")
+    await sdk_message(phone, chat_id, lambda m: m["text"] == "still there, phone?")
+    await phone.send_message(chat_id, "yes, the phone works")
+    await sdk_message(friend, chat_id, lambda m: m["text"] == "yes, the phone works")
+    assert (await friend.safety_number(bob_id))["changed"] is False
+    assert_no_plaintext(server, "보내면 안 되는")
+
+    # The phone shares the keys: the browser reads the whole history and sends what was typed.
+    await phone.share_e2ee_keys(page_device)
+    await expect(page.locator("#e2ee-banner")).to_be_hidden(timeout=T)
+    await chat_item(page, "Friend").click()
+    for text in ("옛날 비밀, from before the browser", "still there, phone?", "yes, the phone works"):
+        await expect(message(page, text)).to_be_visible(timeout=T)
+    await page.locator("#composer").fill("보내도 되는 비밀")
+    await page.locator("#composer").press("Enter")
+    for c in (friend, phone):
+        got = await sdk_message(c, chat_id, lambda m: m["text"] == "보내도 되는 비밀")
+        assert got["e2ee_status"] == "ok"
+    assert (await friend.safety_number(bob_id))["safety_number"] == before["safety_number"]
+
+    # Now an SDK device logs in by password: the browser asks; "Not me" leaves it without keys, and
+    # a later request from another device is shared from Settings.
+    intruder = Client(server.url)
+    laptop = Client(server.url)
+    try:
+        await intruder.login(str(phone.user["handle"]), PASSWORD, device_name="someone else")
+        await intruder.wait_live()
+        assert intruder.e2ee_state == "waiting_for_approval"
+        await expect(page.locator("#dialog[open] .confirm-text")).to_contain_text("“someone else”", timeout=T)
+        await page.locator("#dialog[open]").get_by_role("button", name="Not me").click()
+        await page.click("[data-tab=settings]")
+        await laptop.login(str(phone.user["handle"]), PASSWORD, device_name="laptop")
+        await laptop.wait_live()
+        await expect(page.locator("#dialog[open] .confirm-text")).to_contain_text("“laptop”", timeout=T)
+        await page.keyboard.press("Escape")
+        rows = page.locator("#key-request-list li")
+        await expect(rows).to_have_count(1, timeout=T)
+        await expect(rows).to_contain_text("laptop")
+        await rows.get_by_role("button", name="Share keys").click()
+        await laptop.next_event("e2ee.linked", timeout=T / 1000)
+        assert laptop.e2ee_state == "ready"
+        assert "보내도 되는 비밀" in [m["text"] for m in (await laptop.call("message.history", chat_id=chat_id))["messages"]]
+        assert intruder.e2ee_state == "waiting_for_approval"
+    finally:
+        await intruder.close()
+        await laptop.close()
+    assert not page.errors  # type: ignore[attr-defined]

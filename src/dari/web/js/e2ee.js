@@ -148,6 +148,13 @@ export class E2ee extends EventTarget {
     this.pullToDevice();
   }
 
+  // A new session (session.open) of a device still waiting for its keys asks its user's devices again.
+  async opened() {
+    const first = !this.ready;
+    await this.start();
+    if (!first && this.awaiting) await this.locked(() => requestLink(this));
+  }
+
   // "ready", or why this device cannot encrypt: "link", "login", "reset" (see `awaiting`).
   get state() { return this.master && !this.awaiting ? "ready" : this.awaiting || "link"; }
 

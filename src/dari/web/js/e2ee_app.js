@@ -27,7 +27,7 @@ export class E2eeApp {
     s.decodeEvent = (d) => this.decodeEvent(d);
     s.encodeSend = (item, params) => this.encodeSend(item, params);
     s.onE2eeRequired = (chatId) => this.markE2ee(chatId);
-    s.addEventListener("opened", () => this.core.start().then(() => this.loadPins()).catch(() => {}));
+    s.addEventListener("opened", () => this.core.opened().then(() => this.loadPins()).catch(() => {}));
     s.addEventListener("logged-out", () => {
       this.pins.clear();
       this.raw.clear();
