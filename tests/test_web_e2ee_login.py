@@ -203,7 +203,8 @@ async def test_a_password_login_waits_for_the_phone_which_shares_and_keeps_worki
         await rows.get_by_role("button", name="Share keys").click()
         await laptop.next_event("e2ee.linked", timeout=T / 1000)
         assert laptop.e2ee_state == "ready"
-        assert "보내도 되는 비밀" in [m["text"] for m in (await laptop.call("message.history", chat_id=chat_id))["messages"]]
+        history = (await laptop.call("message.history", chat_id=chat_id))["messages"]
+        assert "보내도 되는 비밀" in [m["text"] for m in history]
         assert intruder.e2ee_state == "waiting_for_approval"
     finally:
         await intruder.close()
