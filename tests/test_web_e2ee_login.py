@@ -169,9 +169,17 @@ async def test_a_password_login_waits_for_the_phone_which_shares_and_keeps_worki
     assert (await friend.safety_number(bob_id))["changed"] is False
     assert_no_plaintext(server, "보내면 안 되는")
 
-    # The phone shares the keys: the browser reads the whole history and sends what was typed.
+    # A second tab of the browser (the same device) waits too.
+    tab = await page.context.new_page()
+    await tab.goto(server.url)
+    await expect(tab.locator("#e2ee-banner")).to_contain_text(WAITING, timeout=T)
+
+    # The phone shares the keys: the browser reads the whole history and sends what was typed; the
+    # other tab hears of it.
     await phone.share_e2ee_keys(page_device)
     await expect(page.locator("#e2ee-banner")).to_be_hidden(timeout=T)
+    await expect(tab.locator("#e2ee-banner")).to_be_hidden(timeout=T)
+    await tab.close()
     await chat_item(page, "Friend").click()
     for text in ("옛날 비밀, from before the browser", "still there, phone?", "yes, the phone works"):
         await expect(message(page, text)).to_be_visible(timeout=T)

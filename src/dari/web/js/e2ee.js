@@ -40,6 +40,13 @@ export class E2ee extends EventTarget {
 
   _emit(name, detail) { this.dispatchEvent(new CustomEvent(name, { detail })); }
 
+  // The device's state changed ("ready", waiting, reset): this tab's banner, and the other tabs of
+  // this device, which read it again under the lock (_exclusive finds their copy outdated).
+  stateChanged() {
+    this._emit("state", { state: this.state });
+    this.channel?.postMessage({ state: true });
+  }
+
   // One olm operation at a time: sessions are stateful and every change is pickled before the next.
   // Across tabs too (they share this device's database): a Web Lock, and a tab that finds another
   // tab's state newer than its own drops its copies and reads the pickles again (else two tabs could
@@ -115,7 +122,10 @@ export class E2ee extends EventTarget {
     // Another tab of this device that stores a room key says so: messages waiting here decrypt too.
     this.channel?.close();
     this.channel = new BroadcastChannel(`dari-e2ee-${this._key}`);
-    this.channel.onmessage = (ev) => { if (ev.data?.roomkey) this._roomKeyStored(ev.data.roomkey); };
+    this.channel.onmessage = (ev) => {
+      if (ev.data?.roomkey) this._roomKeyStored(ev.data.roomkey);
+      if (ev.data?.state) this.locked(() => {}).catch(() => {});
+    };
     if (localStorage.getItem("dari.e2ee.await_link")) {
       localStorage.removeItem("dari.e2ee.await_link");
       await this.store.put("kv", "await_link", "link");
@@ -175,7 +185,7 @@ export class E2ee extends EventTarget {
       this.users.delete(this.userId);
       await this._publish();
     });
-    this._emit("state", { state: this.state });
+    this.stateChanged();
   }
 
   // Key requests of this user's other devices (e2ee_link.js).
@@ -309,8 +319,7 @@ export class E2ee extends EventTarget {
   _ownMaster(masterKey) {
     if (!masterKey || !this.master || this.awaiting || masterKey === this.master.publicKey) return;
     this.awaiting = "reset";
-    this.store.put("kv", "await_link", "reset").catch(() => {});
-    this._emit("state", { state: this.state });
+    this.store.put("kv", "await_link", "reset").then(() => this.stateChanged()).catch(() => {});
     setTimeout(() => this.locked(() => requestLink(this)).catch((err) => console.warn("link request failed", err)), 0);
   }
 

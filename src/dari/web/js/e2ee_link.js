@@ -194,6 +194,6 @@ export async function linkPart(core, c, senderDevice) {
     await core.store.put("kv", "await_link", undefined);
     await core._publish();
     core._emit("linked", { device_id: senderDevice });
-    core._emit("state", { state: core.state });
+    core.stateChanged();
   }
 }
