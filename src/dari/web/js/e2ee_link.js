@@ -47,8 +47,11 @@ export async function requestLink(core) {
 }
 
 function checkRequest(core, deviceId, p) {
-  if (!p || typeof p.identity_key !== "string" || typeof p.signing_key !== "string"
-    || typeof p.one_time_key !== "string" || typeof p.device_signature !== "string") throw new Error("bad link request");
+  // Keys are 43 characters, signatures 86: anything longer is not a request, and is never stored.
+  const fields = ["identity_key", "signing_key", "one_time_key", "device_signature"];
+  if (!p || !fields.every((k) => typeof p[k] === "string" && p[k].length > 0 && p[k].length <= 200)) {
+    throw new Error("bad link request");
+  }
   const text = deviceText(core.userId, deviceId, p.identity_key, p.signing_key);
   if (!ed25519Verify(p.signing_key, text, p.device_signature)) throw new Error("link request signature");
 }
