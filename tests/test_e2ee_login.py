@@ -143,3 +143,30 @@ async def test_the_first_device_makes_the_master_key(make_user) -> None:
     alice = await make_user("alice")
     assert alice.e2ee_state == "ready"
     assert alice.e2ee is not None and alice.e2ee.machine is not None and alice.e2ee.machine.master is not None
+
+
+async def test_a_request_with_a_bad_signature_is_dropped(make_user, server: ServerProcess) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from e2ee_util import b64, curve_key, public, statement
+
+    phone = await make_user("bob", device_name="phone")
+    assert phone.user is not None
+    raw = [Client(server.url, e2ee=False), Client(server.url, e2ee=False)]
+    try:
+        for c, name in zip(raw, ("forged", "honest"), strict=True):
+            await c.login(str(phone.user["handle"]), PASSWORD, device_name=name)
+        for c, good in zip(raw, (False, True), strict=True):
+            key, ik = Ed25519PrivateKey.generate(), curve_key()
+            signed = statement(uid(phone), int(c.device_id or 0), ik, public(key))
+            sig = b64(key.sign(signed if good else signed + b"x"))
+            await c.call("todevice.send", messages=[{"device_id": phone.device_id, "payload": {
+                "alg": "dari.link_request.v1", "identity_key": ik, "signing_key": public(key),
+                "one_time_key": curve_key(), "device_signature": sig}}])
+        # Handled in the order sent: when the honest request shows, the forged one was dropped.
+        ev = await phone.next_event("e2ee.key_request", timeout=15)
+        assert ev.payload == {"device_id": raw[1].device_id, "device_name": "honest"}
+        assert [r["device_id"] for r in await phone.e2ee_key_requests()] == [raw[1].device_id]
+    finally:
+        for c in raw:
+            await c.close()

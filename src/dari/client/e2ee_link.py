@@ -78,6 +78,9 @@ def _save_requests(e: E2EE, table: dict[str, dict[str, Any]]) -> None:
 
 
 def _check_request(uid: int, did: int, p: dict[str, Any]) -> tuple[str, str]:
+    fields = ("identity_key", "signing_key", "one_time_key", "device_signature")
+    if not all(isinstance(p.get(k), str) and 0 < len(p[k]) <= 200 for k in fields):
+        raise E2EEError("bad_request", "link request fields")     # keys are 43, signatures 86 characters
     ik, sk = str(p["identity_key"]), str(p["signing_key"])
     if not verify(sk, device_statement(uid, did, ik, sk), str(p["device_signature"])):
         raise E2EEError("bad_signature", "link request signature")
