@@ -218,3 +218,39 @@ async def test_a_password_login_waits_for_the_phone_which_shares_and_keeps_worki
         await intruder.close()
         await laptop.close()
     assert not page.errors  # type: ignore[attr-defined]
+
+
+async def test_forged_key_requests_are_dropped_without_a_prompt(server: ServerProcess, make_user: MakeUser,
+                                                                 browser: Browser) -> None:  # noqa: F811
+    _, page = await new_page(browser)
+    handle = await signup(page, server.url, "alice")
+    await expect(page.locator("#e2ee-banner")).to_be_hidden()
+    page_device = int(await page.evaluate("dari.session.deviceId"))
+    mallory: Client = await make_user("mallory")
+    raw = Client(server.url, e2ee=False)
+    laptop = Client(server.url)
+    try:
+        # Requests with a signature that does not verify, oversized fields, or from another user.
+        await raw.login(handle, PASSWORD, device_name="raw")
+        key = "A" * 43
+        forged = {"alg": "dari.link_request.v1", "identity_key": key, "signing_key": key, "one_time_key": key,
+                  "device_signature": "B" * 86}
+        huge = {**forged, "identity_key": "C" * 5000}
+        await raw.call("todevice.send", messages=[{"device_id": page_device, "payload": forged},
+                                                  {"device_id": page_device, "payload": huge}])
+        await mallory.call("todevice.send", messages=[{"device_id": page_device, "payload": forged}])
+        # A real one after them (to-device messages are handled in order): the only prompt and row.
+        await laptop.login(handle, PASSWORD, device_name="laptop")
+        await laptop.wait_live()
+        await expect(page.locator("#dialog[open] .confirm-text")).to_contain_text("“laptop”", timeout=T)
+        await page.keyboard.press("Escape")
+        await page.click("[data-tab=settings]")
+        rows = page.locator("#key-request-list li")
+        await expect(rows).to_have_count(1, timeout=T)
+        await expect(rows).to_contain_text("laptop")
+        stored = await page.evaluate("dari.e2ee.core.store.get('kv', 'key_requests')")
+        assert list(stored) == [str(laptop.device_id)]
+    finally:
+        await raw.close()
+        await laptop.close()
+    assert not page.errors  # type: ignore[attr-defined]
