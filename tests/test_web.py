@@ -569,6 +569,9 @@ async def test_friends_and_settings(server: ServerProcess, make_user: MakeUser, 
     try:
         await other.login(handle, PASSWORD, device_name="phone")
         await other.wait_live()
+        # A password login asks this page for the encryption keys (test_web_e2ee_login.py): not now.
+        await expect(page.locator("#dialog[data-key-request]")).to_be_visible(timeout=T)
+        await page.keyboard.press("Escape")
         await page.click("[data-tab=chats]")
         await page.click("[data-tab=settings]")
         row = page.locator("#device-list li", has_text="phone")

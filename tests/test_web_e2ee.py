@@ -258,11 +258,13 @@ async def test_safety_numbers_match_the_sdk_and_local_search_finds_korean(server
     await expect(alice.locator("#dialog .safety-status")).to_have_text("Verified")
     await alice.keyboard.press("Escape")
 
-    # Bob signs in by password on a new device with nothing to link from: a new master key. The
-    # chat says his security code changed, and he is no longer verified.
+    # Bob signs in by password on a new device and resets his encryption there (no device to share
+    # the keys from): a new master key. The chat says his security code changed, and he is no longer
+    # verified. (A password login alone no longer makes a new master key: test_web_e2ee_login.py.)
     again = Client(server.url)
     try:
         await again.login(bob.user["handle"], PASSWORD, device_name="new phone")
+        await again.reset_e2ee()
         await expect(alice.locator("li.key-change")).to_have_text("Bob's security code changed", timeout=T)
         await alice.click("#chat-e2ee")
         await expect(alice.locator("#dialog .safety-status")).to_have_text("Not verified yet", timeout=T)

@@ -127,6 +127,9 @@ async def test_background_notifications_respect_setting_mute_visibility_and_own_
     try:
         await phone.login(handle, PASSWORD, device_name="phone")
         await phone.wait_live()
+        # A password login asks this page for the encryption keys (test_web_e2ee_login.py): not now.
+        await expect(page.locator("#dialog[data-key-request]")).to_be_visible(timeout=T)
+        await page.keyboard.press("Escape")
         await phone.send_message(carol_chat, "sent from my phone")
         await preview_shown(page, "Carol", "sent from my phone")
         assert len(await notes(page)) == 1

@@ -781,6 +781,11 @@ export class ChatView {
     if (!text.trim() || this.chatId === null) return;
     const chatId = this.chatId;
     $("#compose-error").textContent = "";
+    const refused = this.app.e2ee.refusal(chatId);
+    if (refused) {
+      $("#compose-error").textContent = refused; // the text stays in the composer
+      return;
+    }
     if (this.editing !== null) {
       const seq = this.editing;
       try {

@@ -36,6 +36,7 @@ export class Devices {
     try {
       this.list = await this.session.call("device.list");
       this.render();
+      this.renderRequests();
     } catch (err) {
       ul.replaceChildren(el("li.form-error", { text: errorText(err) }));
     }
@@ -76,6 +77,29 @@ export class Devices {
           dv.current ? null : el("button.link.small.danger-text", { type: "button", text: t("settings.revoke"),
             onclick: () => this.revoke(dv) }))));
     return li;
+  }
+
+  // This user's other devices asking this one for the keys of the encrypted chats (e2ee_link.js).
+  async renderRequests() {
+    const box = $("#key-requests");
+    if (this.list === null || !this.session.user) return;
+    let rows = [];
+    const turn = (this._requestsTurn = (this._requestsTurn || 0) + 1);
+    try {
+      rows = await this.app.e2ee.core.keyRequests();
+    } catch (err) {
+      console.warn("key requests not loaded", err);
+    }
+    if (turn !== this._requestsTurn) return; // a later call read a newer list
+    box.hidden = !rows.length;
+    $("#key-request-list").replaceChildren(...rows.map((r) => el("li.key-request.row-between",
+      { dataset: { deviceId: r.device_id } },
+      el("span", { text: t("e2ee.request_row", { name: r.device_name || `#${r.device_id}` }) }),
+      el("span", {},
+        el("button.primary.small", { type: "button", text: t("e2ee.share_keys"),
+          onclick: () => this.app.e2ee.share(r.device_id) }),
+        el("button.link.small.danger-text", { type: "button", text: t("e2ee.not_me"),
+          onclick: () => this.app.e2ee.decline(r.device_id) })))));
   }
 
   startRename(li, dv) {

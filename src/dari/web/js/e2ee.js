@@ -6,7 +6,7 @@
 // link is in e2ee_link.js and the local search in e2ee_search.js.
 
 import { Account, InboundGroup, MasterKey, OlmSession, OutboundGroup, ed25519Verify, loadOlm } from "./e2ee_olm.js";
-import { approved, expectLink, linkPart, onLinkRequest, requestLink } from "./e2ee_link.js";
+import { approved, declineKeys, expectLink, keyRequests, linkPart, onLinkRequest, requestLink, shareKeys } from "./e2ee_link.js";
 import { LocalIndex } from "./e2ee_search.js";
 import { E2eeStore } from "./e2ee_store.js";
 import { DariError } from "./session.js";
@@ -32,9 +32,20 @@ export class E2ee extends EventTarget {
     this.local = new LocalIndex(this);
     this._queue = Promise.resolve();
     this._pulling = false;
+    // Why this device cannot encrypt yet (kv "await_link"): "link" (approved by code, its keys are on
+    // their way), "login" (a password login while the user already has a master key: another device
+    // must share it), "reset" (the user's master key was replaced on another device); else null.
+    this.awaiting = null;
   }
 
   _emit(name, detail) { this.dispatchEvent(new CustomEvent(name, { detail })); }
+
+  // The device's state changed ("ready", waiting, reset): this tab's banner, and the other tabs of
+  // this device, which read it again under the lock (_exclusive finds their copy outdated).
+  stateChanged() {
+    this._emit("state", { state: this.state });
+    this.channel?.postMessage({ state: true });
+  }
 
   // One olm operation at a time: sessions are stateful and every change is pickled before the next.
   // Across tabs too (they share this device's database): a Web Lock, and a tab that finds another
@@ -67,7 +78,14 @@ export class E2ee extends EventTarget {
     this.account.free();
     this.account = Account.fromPickle(await this.store.get("kv", "account"), this.pickleKey);
     const seed = await this.store.get("kv", "master_seed");
-    if (seed && !this.master) this.master = new MasterKey(seed);
+    if (seed && (!this.master || b64encode(seed) !== b64encode(this.master.seed))) {
+      this.master?.free();
+      this.master = new MasterKey(seed);
+    }
+    const awaiting = await this.store.get("kv", "await_link");
+    const was = this.state;
+    this.awaiting = awaiting ? (awaiting === true ? "link" : awaiting) : null;
+    if (this.state !== was) this._emit("state", { state: this.state });
   }
 
   // -- start ------------------------------------------------------------------------------
@@ -104,24 +122,83 @@ export class E2ee extends EventTarget {
     // Another tab of this device that stores a room key says so: messages waiting here decrypt too.
     this.channel?.close();
     this.channel = new BroadcastChannel(`dari-e2ee-${this._key}`);
-    this.channel.onmessage = (ev) => { if (ev.data?.roomkey) this._roomKeyStored(ev.data.roomkey); };
+    this.channel.onmessage = (ev) => {
+      if (ev.data?.roomkey) this._roomKeyStored(ev.data.roomkey);
+      if (ev.data?.state) this.locked(() => {}).catch(() => {});
+    };
     if (localStorage.getItem("dari.e2ee.await_link")) {
       localStorage.removeItem("dari.e2ee.await_link");
-      await this.store.put("kv", "await_link", true);
+      await this.store.put("kv", "await_link", "link");
     }
     const seed = await this.store.get("kv", "master_seed");
-    if (seed) this.master = new MasterKey(seed);
-    else if (!(await this.store.get("kv", "await_link"))) await this.setMasterSeed(MasterKey.newSeed());
-    // A linked device without its master key asks for it; any other publishes its keys.
-    if (this.master) await this.locked(() => this._publish());
-    else await this.locked(() => requestLink(this));
+    let awaiting = await this.store.get("kv", "await_link");
+    if (seed) {
+      this.master = new MasterKey(seed);
+    } else if (!awaiting) {
+      // A new master key would turn the user's other devices into unverified ones for every
+      // contact: only the user's first device makes one; a later one asks a device that holds it.
+      const res = await this.session.call("keys.query", { user_ids: [this.userId] });
+      if ((res.users || []).some((u) => u.user_id === this.userId && u.master_key)) {
+        awaiting = "login";
+        await this.store.put("kv", "await_link", awaiting);
+      } else {
+        await this.setMasterSeed(MasterKey.newSeed());
+      }
+    }
+    this.awaiting = awaiting ? (awaiting === true ? "link" : awaiting) : null;
+    this._emit("state", { state: this.state });
+    // A device waiting for its keys asks its user's other devices for them; any other publishes its
+    // keys, then looks whether its user's master key was replaced while it was away.
+    if (this.awaiting) {
+      await this.locked(() => requestLink(this));
+    } else {
+      await this.locked(() => this._publish());
+      await this.query([this.userId], { refresh: true });
+    }
     this.pullToDevice();
   }
+
+  // A new session (session.open) of a device still waiting for its keys asks its user's devices again.
+  async opened() {
+    const first = !this.ready;
+    await this.start();
+    if (!first && this.awaiting) await this.locked(() => requestLink(this));
+  }
+
+  // "ready", or why this device cannot encrypt: "link", "login", "reset" (see `awaiting`).
+  get state() { return this.master && !this.awaiting ? "ready" : this.awaiting || "link"; }
 
   async setMasterSeed(seed) {
     this.master?.free();
     this.master = new MasterKey(seed);
+    this.awaiting = null;
     await this.store.write([["kv", "master_seed", seed], ["kv", "await_link", undefined]]);
+  }
+
+  // A new master key for the user, when no device holding the current one can share it: contacts
+  // see the security code change and the user's other devices must be linked again.
+  async reset() {
+    await this.start();
+    await this.locked(async () => {
+      await this.setMasterSeed(MasterKey.newSeed());
+      this._linkParts = null;
+      this.users.delete(this.userId);
+      await this._publish();
+    });
+    this.stateChanged();
+  }
+
+  // Key requests of this user's other devices (e2ee_link.js).
+  keyRequests() { return keyRequests(this); }
+
+  async shareKeys(deviceId) {
+    await this.start();
+    return this.locked(() => shareKeys(this, deviceId));
+  }
+
+  async declineKeys(deviceId) {
+    await this.start();
+    return this.locked(() => declineKeys(this, deviceId));
   }
 
   // Logged out or revoked: this device's keys are gone from the server, and its sessions and
@@ -137,7 +214,7 @@ export class E2ee extends EventTarget {
     this.account?.free();
     this.master?.free();
     Object.assign(this, { store: null, ready: null, account: null, master: null, _key: null, _seen: null,
-      _batch: [] });
+      _batch: [], awaiting: null, _linkParts: null, _shared: null });
     this.local.reset();
     clearTimeout(this._batchTimer);
     this._batchTimer = null;
@@ -159,7 +236,7 @@ export class E2ee extends EventTarget {
 
   // Upload the bundle (once per identity and master key) and top one-time keys up to OTK_TARGET.
   async _publish() {
-    if (!this.master) return;
+    if (!this.master || this.awaiting) return;
     const mark = `${this.ids.curve25519}|${this.master.publicKey}`;
     const params = {};
     if ((await this.store.get("kv", "published")) !== mark) {
@@ -186,11 +263,15 @@ export class E2ee extends EventTarget {
   topUp() { return this.ready && this.locked(() => this._publish()); }
 
   // -- devices and master keys ------------------------------------------------------------
-  // keys.changed: ask again next time; a linked device still waiting asks its own devices again.
+  // keys.changed: ask again next time; a device still waiting asks its own devices again, and a
+  // device with its keys looks at once whether its user's master key was replaced elsewhere.
   forget(userId) {
     this.users.delete(userId);
-    if (userId === this.userId && this.ready && this.account && !this.master) {
+    if (userId !== this.userId || !this.ready || !this.account) return;
+    if (this.awaiting) {
       this.locked(() => requestLink(this)).catch((err) => console.warn("link request failed", err));
+    } else {
+      this.query([userId]).catch((err) => console.warn("own keys not loaded", err));
     }
   }
 
@@ -206,7 +287,8 @@ export class E2ee extends EventTarget {
         const devices = new Map();
         for (const b of u.devices || []) if (this.verifyBundle(b, u.user_id, u.master_key)) devices.set(b.device_id, b);
         this.users.set(u.user_id, { master_key: u.master_key, devices, at: now });
-        await this._pin(u.user_id, u.master_key);
+        if (u.user_id === this.userId) this._ownMaster(u.master_key);
+        else await this._pin(u.user_id, u.master_key);
       }
       for (const u of need) if (!seen.has(u)) this.users.set(u, { master_key: null, devices: new Map(), at: now });
     }
@@ -230,6 +312,15 @@ export class E2ee extends EventTarget {
         was_verified: pin.verified });
       this._emit("keychange", { user_id: userId, master_key: masterKey });
     }
+  }
+
+  // Our user's master key on the server is not ours: another device reset it. Contacts no longer
+  // trust this device; it says so and asks for the new key as a new device does.
+  _ownMaster(masterKey) {
+    if (!masterKey || !this.master || this.awaiting || masterKey === this.master.publicKey) return;
+    this.awaiting = "reset";
+    this.store.put("kv", "await_link", "reset").then(() => this.stateChanged()).catch(() => {});
+    setTimeout(() => this.locked(() => requestLink(this)).catch((err) => console.warn("link request failed", err)), 0);
   }
 
   pin(userId) { return this.store.get("kv", `pin:${userId}`); }
@@ -397,8 +488,13 @@ export class E2ee extends EventTarget {
   async encrypt(chatId, memberIds, content) {
     await this.start();
     return this.locked(async () => {
-      // Waiting for the device link: the outbox keeps the message and sends it once linked.
-      if (!this.master) throw new DariError("unavailable", "this device waits for its keys from another device");
+      // Waiting for the device link: the outbox keeps the message and sends it once linked. Waiting
+      // for the user to share the keys from another device may take long: refused, never sent plain.
+      if (this.awaiting === "login" || this.awaiting === "reset") {
+        throw new DariError("forbidden", "this device is waiting for your other device to share your encrypted chats",
+          { reason: "awaiting_keys" });
+      }
+      if (!this.master || this.awaiting) throw new DariError("unavailable", "this device waits for its keys from another device");
       const users = await this.query([...new Set([...memberIds, this.userId])]);
       const targets = [];
       for (const [uid, entry] of users) {

@@ -9,7 +9,7 @@ import { decryptFile, encryptFile, safetyNumber } from "./e2ee_util.js";
 import { t } from "./i18n.js";
 import { MEDIA_KINDS } from "./media.js";
 import { DariError } from "./session.js";
-import { $, dialog, el, errorText, toast } from "./ui.js";
+import { $, confirmDialog, dialog, el, errorText, toast } from "./ui.js";
 
 const SENDS = new Set(["message.send", "message.edit", "message.send_media", "message.send_sticker"]);
 const REENCODE = new Set(["image/jpeg", "image/png", "image/webp"]);
@@ -27,10 +27,11 @@ export class E2eeApp {
     s.decodeEvent = (d) => this.decodeEvent(d);
     s.encodeSend = (item, params) => this.encodeSend(item, params);
     s.onE2eeRequired = (chatId) => this.markE2ee(chatId);
-    s.addEventListener("opened", () => this.core.start().then(() => this.loadPins()).catch(() => {}));
+    s.addEventListener("opened", () => this.core.opened().then(() => this.loadPins()).catch(() => {}));
     s.addEventListener("logged-out", () => {
       this.pins.clear();
       this.raw.clear();
+      $("#e2ee-banner").hidden = true;
       this.app.media.keys.clear();
       localStorage.removeItem(`dari.stickers.recent.${this.session.user?.user_id}`);
       this.core.wipe().catch((err) => console.warn("e2ee: local keys not removed", err));
@@ -39,7 +40,73 @@ export class E2eeApp {
     this.core.addEventListener("keychange", (ev) => this.onKeyChange(ev.detail));
     this.core.addEventListener("linking", () => toast(t("e2ee.linking")));
     this.core.addEventListener("linked", () => { toast(t("e2ee.linked")); this.session.flush(); });
-    this.core.addEventListener("link_sent", (ev) => toast(t("e2ee.link_sent", { name: `#${ev.detail.device_id}` })));
+    this.core.addEventListener("link_sent", (ev) => {
+      toast(t("e2ee.link_sent", { name: this.deviceName(ev.detail.device_id) }));
+      this.app.devices.renderRequests();
+    });
+    this.core.addEventListener("state", () => this.renderBanner());
+    this.core.addEventListener("key_request", (ev) => this.askShare(ev.detail));
+    for (const id of ["#btn-e2ee-reset", "#btn-e2ee-reset-settings"]) $(id).addEventListener("click", () => this.resetKeys());
+  }
+
+  deviceName(deviceId) {
+    return this.app.devices.list?.find((d) => d.device_id === deviceId)?.name || `#${deviceId}`;
+  }
+
+  // -- waiting for the keys, key requests, reset ------------------------------------------
+  // Why this device may not send into an E2EE chat now (never in plaintext instead), or null.
+  refusal(chatId) {
+    const s = this.core.state;
+    if (!this.isE2ee(chatId) || (s !== "login" && s !== "reset")) return null;
+    return t(s === "reset" ? "e2ee.own_reset" : "e2ee.waiting_keys");
+  }
+
+  renderBanner() {
+    const banner = $("#e2ee-banner");
+    const s = this.session.user ? this.core.state : "ready";
+    banner.hidden = s === "ready";
+    banner.dataset.state = s;
+    $(".e2ee-banner-text", banner).textContent = t({ login: "e2ee.waiting_keys", reset: "e2ee.own_reset" }[s] || "e2ee.linking");
+    if (s === "reset") toast(t("e2ee.own_reset"), { kind: "error" });
+  }
+
+  async resetKeys() {
+    if (!(await confirmDialog(t("e2ee.reset_confirm"), { ok: t("e2ee.reset"), danger: true }))) return;
+    try {
+      await this.core.reset();
+      toast(t("e2ee.reset_done"));
+      this.session.flush();
+    } catch (err) {
+      toast(errorText(err), { kind: "error" });
+    }
+  }
+
+  // Another device of this user (a password login) asks for the keys: the user decides.
+  askShare({ device_id: deviceId, device_name: name }) {
+    this.app.devices.renderRequests();
+    const d = dialog("tpl-confirm");
+    d.node.dataset.keyRequest = String(deviceId);
+    $(".confirm-text", d.node).textContent = t("e2ee.request_prompt", { name: name || `#${deviceId}` });
+    const ok = $(".confirm-ok", d.node);
+    ok.textContent = t("e2ee.share_keys");
+    ok.addEventListener("click", () => { d.close(); this.share(deviceId); });
+    const no = $("[data-close]", d.node);
+    no.textContent = t("e2ee.not_me");
+    no.addEventListener("click", () => this.decline(deviceId));
+  }
+
+  async share(deviceId) {
+    try {
+      await this.core.shareKeys(deviceId);
+    } catch (err) {
+      toast(errorText(err), { kind: "error" });
+    }
+    this.app.devices.renderRequests();
+  }
+
+  async decline(deviceId) {
+    await this.core.declineKeys(deviceId).catch((err) => console.warn("e2ee: request not declined", err));
+    this.app.devices.renderRequests();
   }
 
   isE2ee(chatId) {
