@@ -7,6 +7,7 @@ Chromium, real `dari serve`, the Python SDK as the phone and the friend.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -232,6 +233,15 @@ async def test_forged_key_requests_are_dropped_without_a_prompt(server: ServerPr
     try:
         # Requests with a signature that does not verify, oversized fields, or from another user.
         await raw.login(handle, PASSWORD, device_name="raw")
+        # The page must have published its master key before the laptop logs in; else the laptop is
+        # the account's first E2EE device and makes the master key itself (no request, no prompt).
+        for _ in range(150):
+            users = (await raw.call("keys.query", user_ids=[raw.user["user_id"]]))["users"]  # type: ignore[index]
+            if users and any(d["device_id"] == page_device for d in users[0]["devices"]):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the page never uploaded its keys")
         key = "A" * 43
         forged = {"alg": "dari.link_request.v1", "identity_key": key, "signing_key": key, "one_time_key": key,
                   "device_signature": "B" * 86}
