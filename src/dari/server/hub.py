@@ -49,23 +49,19 @@ class ConnectionHub:
                     self.on_device(user_id, device_id, False)
 
     def deliver(self, user_ids: Sequence[int], frame: bytes, cursor: int | None) -> None:
-        by_user = self.by_user
-        for uid in user_ids:
-            sessions = by_user.get(uid)
+        self._push(self.by_user, user_ids, frame, cursor)
+
+    def deliver_devices(self, device_ids: Sequence[int], frame: bytes) -> None:
+        """An ephemeral frame to the sessions of these devices only (to-device signals, keys.low)."""
+        self._push(self.by_device, device_ids, frame, None)
+
+    def _push(self, index: dict[int, set[Session]], keys: Sequence[int], frame: bytes, cursor: int | None) -> None:
+        for key in keys:
+            sessions = index.get(key)
             if sessions:
                 # A copy: a push can drop a session that stopped reading, which removes it from the set.
                 for s in tuple(sessions):
                     s.push(frame, cursor)
-                    self.delivered += 1
-
-    def deliver_devices(self, device_ids: Sequence[int], frame: bytes) -> None:
-        """An ephemeral frame to the sessions of these devices only (to-device signals, keys.low)."""
-        by_device = self.by_device
-        for did in device_ids:
-            sessions = by_device.get(did)
-            if sessions:
-                for s in tuple(sessions):
-                    s.push(frame, None)
                     self.delivered += 1
 
     def drop_device(self, device_id: int) -> None:
