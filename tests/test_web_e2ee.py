@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from dari.client import Client
 from dari.client.media import download_attachment, send_file
@@ -35,6 +35,17 @@ from tests.test_web import (
 from tests.test_web_content import blob_src, landscape_png, png_file
 
 MakeUser = Callable[..., Any]
+
+
+async def page_and_sdk_chat(browser: Browser, server: ServerProcess,  # noqa: F811
+                            make_user: MakeUser) -> tuple[BrowserContext, Page, Client, int]:
+    """Alice signed up in a page, Bob an SDK user, and their encrypted 1:1 chat opened from the page."""
+    ctx, page = await new_page(browser)
+    await signup(page, server.url, "alice")
+    bob: Client = await make_user("bob")
+    assert bob.user is not None
+    await open_direct_with(page, bob.user["handle"])
+    return ctx, page, bob, await chat_id_of(page)
 
 
 async def sdk_message(c: Client, chat_id: int, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -162,12 +173,7 @@ def jpeg_with_gps() -> bytes:
 
 async def test_encrypted_photos_both_ways_and_a_tampered_envelope(server: ServerProcess, make_user: MakeUser,
                                                                   browser: Browser) -> None:  # noqa: F811
-    _, alice = await new_page(browser)
-    await signup(alice, server.url, "alice")
-    bob: Client = await make_user("bob")
-    assert bob.user is not None
-    await open_direct_with(alice, bob.user["handle"])
-    chat_id = await chat_id_of(alice)
+    _, alice, bob, chat_id = await page_and_sdk_chat(browser, server, make_user)
 
     # Page -> SDK: the photo is re-encoded (EXIF and GPS gone), encrypted, uploaded as random bytes.
     photo = jpeg_with_gps()
@@ -230,12 +236,7 @@ async def test_encrypted_photos_both_ways_and_a_tampered_envelope(server: Server
 
 async def test_safety_numbers_match_the_sdk_and_local_search_finds_korean(server: ServerProcess, make_user: MakeUser,
                                                                          browser: Browser) -> None:  # noqa: F811
-    _, alice = await new_page(browser)
-    await signup(alice, server.url, "alice")
-    bob: Client = await make_user("bob")
-    assert bob.user is not None
-    await open_direct_with(alice, bob.user["handle"])
-    chat_id = await chat_id_of(alice)
+    _, alice, bob, chat_id = await page_and_sdk_chat(browser, server, make_user)
     await bob.send_message(chat_id, "내일 한강공원에서 만나요")
     await expect(message(alice, "내일 한강공원에서 만나요")).to_be_visible(timeout=T)
 
@@ -384,12 +385,7 @@ async def test_open_chats_say_they_are_not_end_to_end_encrypted(server: ServerPr
 
 async def test_two_tabs_of_one_device_take_turns_with_its_keys(server: ServerProcess, make_user: MakeUser,
                                                                browser: Browser) -> None:  # noqa: F811
-    ctx, first = await new_page(browser)
-    await signup(first, server.url, "alice")
-    bob: Client = await make_user("bob")
-    assert bob.user is not None
-    await open_direct_with(first, bob.user["handle"])
-    chat_id = await chat_id_of(first)
+    ctx, first, bob, chat_id = await page_and_sdk_chat(browser, server, make_user)
     second = await ctx.new_page()   # the same browser: the same token, device and key database
     await second.goto(f"{server.url}/#chat={chat_id}")
     await expect(second.locator("#chat-e2ee")).to_have_attribute("data-e2ee", "true", timeout=T)
